@@ -1,0 +1,179 @@
+"""Flow `build-dataset`: documents -> chunks -> multi-temperature QA -> train/test chat dataset."""
+from __future__ import annotations
+
+import json
+import time
+from contextlib import ExitStack
+from pathlib import Path
+
+from prefect import flow, get_run_logger
+from prefect.artifacts import create_markdown_artifact, create_progress_artifact, create_table_artifact, update_progress_artifact
+from prefect.futures import as_completed
+from prefect.task_runners import ThreadPoolTaskRunner
+from tqdm import tqdm
+
+from memorize.dataset import DEFAULT_TEST_RATIO, assign_split, write_dataset
+from memorize.extract import ExtractionError, find_documents
+from memorize.llm import DEFAULT_API_KEY_ENV, Generation
+from memorize.local_model import DEFAULT_MODEL_NAME, resolve_model
+from memorize.local_server import serve
+from memorize.plan import Request, estimate, plan_requests
+from memorize.publish import dataset_card, push_dataset
+from memorize.qa_prompt import temperatures as temperature_range
+from memorize.styles import check_styles
+from tasks.caching import DEFAULT_CACHE_DIR, cached, result_storage
+from tasks.chunk import chunk_task
+from tasks.extract import extract_task
+from tasks.generate import generate_task, generation_key
+
+
+def _extract_and_chunk(documents: list[str], chunk_tokens: int, overlap: int, storage, failures: list):
+    docs, chunks = [], []
+    for path in find_documents(documents):
+        try:
+            doc = extract_task.with_options(result_storage=storage)(str(path))
+        except ExtractionError as exc:
+            failures.append({"file": exc.path, "stage": "extract", "reason": exc.reason})
+            continue
+        docs.append(doc.path)
+        chunks.extend(chunk_task.with_options(result_storage=storage)(doc, chunk_tokens, overlap))
+    return docs, chunks
+
+
+def _record_pairs(req: Request, gen: Generation, test_ratio: float, seed: int) -> list[dict]:
+    c = req.chunk
+    return [
+        {"question": q, "answer": a, "chunk_id": c.chunk_id, "chunk_sha256": c.sha256, "source": c.source,
+         "page_start": c.page_start, "page_end": c.page_end, "temperature": req.temperature, "style": req.style,
+         "split": assign_split(q, a, test_ratio, seed)}
+        for q, a in gen.pairs
+    ]
+
+
+def _summary_markdown(report: dict) -> str:
+    rows = "\n".join(f"| {k} | {report[k]} |" for k in
+                     ("chunks", "requests", "llm_calls", "cache_hits", "qa_pairs", "train_rows", "test_rows"))
+    fails = "\n".join(f"- `{f.get('file')}` {f.get('chunk', '')}: {f['reason']}" for f in report["failures"]) or "none"
+    docs = "\n".join(f"- `{d}`" for d in report["documents"])
+    return f"# Dataset summary\n\nDocuments:\n{docs}\n\n| figure | value |\n|---|---|\n{rows}\n\nFailures:\n{fails}\n"
+
+
+@flow(name="build-dataset")
+def build_dataset(
+    documents: list[str],
+    context: str,
+    out: str,
+    base_url: str | None = None,
+    model: str | None = None,
+    api_key_env: str = DEFAULT_API_KEY_ENV,
+    temperatures: int = 3,
+    questions_per_chunk: int | None = None,
+    styles: list[str] = ["mixed"],
+    chunk_tokens: int = 500,
+    chunk_overlap: int = 40,
+    pairs_per_row: int = 5,
+    test_ratio: float = DEFAULT_TEST_RATIO,
+    seed: int = 0,
+    concurrency: int = 8,
+    concurrency_limit: str | None = None,
+    request_timeout: float = 120.0,
+    retries: int = 4,
+    retry_delay: float = 2.0,
+    parse_attempts: int = 3,
+    price_per_1k: float = 0.0,
+    cache_dir: str = DEFAULT_CACHE_DIR,
+    hub_repo: str | None = None,
+    public: bool = False,
+    dry_run: bool = False,
+    progress: bool = True,
+) -> dict:
+    """Build a chat-format QA dataset from documents; returns the report also written to OUT/report.json.
+
+    With no base_url, a small local instruct model is served on loopback with `transformers serve`.
+    """
+    logger = get_run_logger()
+    started = time.perf_counter()
+    out_dir = Path(out)
+    check_styles(styles)
+    temps = temperature_range(temperatures)
+    storage = result_storage(cache_dir)
+    failures: list[dict] = []
+
+    docs, chunks = _extract_and_chunk(documents, chunk_tokens, chunk_overlap, storage, failures)
+    model_name = model or (DEFAULT_MODEL_NAME if base_url is None else None)
+    if not model_name:
+        raise ValueError("--model is required with --base-url (the model name the endpoint serves)")
+    plan = plan_requests(chunks, context, temps, styles, questions_per_chunk)
+    est = estimate(plan, price_per_1k)
+    keys = [generation_key(r.messages, model_name, r.temperature, r.max_tokens) for r in plan]
+    results: dict[int, Generation] = {}
+    for i, key in enumerate(keys):
+        hit = cached(storage, key)
+        if hit is not None:
+            results[i] = hit
+    cache_hits = len(results)
+    logger.info(f"{len(docs)} document(s), {len(chunks)} chunk(s), {len(temps)} temperature(s) {temps}, styles {styles}: "
+          f"{est['requests']} requests ({cache_hits} cached), ~{est['prompt_tokens'] + est['completion_tokens']:,} "
+          f"tokens, estimated cost {est['estimated_cost']:.4f} at {price_per_1k}/1K tokens")
+    report = {"documents": docs, "chunks": len(chunks), **est, "llm_calls": 0, "cache_hits": cache_hits,
+              "qa_pairs": 0, "train_rows": 0, "test_rows": 0, "failures": failures}
+    if dry_run:
+        report["dry_run"] = True
+        return report
+
+    todo = [i for i in range(len(plan)) if i not in results]
+    with ExitStack() as stack:
+        if todo and base_url is None:
+            base_url = stack.enter_context(serve(resolve_model(model), out_dir / "logs" / "generator-server.log"))
+        task = generate_task.with_options(
+            result_storage=storage, retries=retries,
+            retry_delay_seconds=[retry_delay * 2**k for k in range(max(retries, 1))])
+        runner = stack.enter_context(ThreadPoolTaskRunner(max_workers=max(1, concurrency)))
+        futures = {}
+        for i in todo:
+            r = plan[i]
+            futures[runner.submit(task, parameters=dict(
+                messages=r.messages, model=model_name, temperature=r.temperature, max_tokens=r.max_tokens,
+                chunk_id=r.chunk.chunk_id, style=r.style, base_url=base_url, api_key_env=api_key_env,
+                timeout=request_timeout, parse_attempts=parse_attempts, concurrency_limit=concurrency_limit))] = i
+        progress_id = create_progress_artifact(0.0, key="build-dataset-progress", description="LLM requests done")
+        bar = tqdm(total=len(todo), desc="generating QA", unit="req", disable=not progress)
+        for done, fut in enumerate(as_completed(list(futures)), 1):
+            i = futures[fut]
+            try:
+                results[i] = fut.result()
+            except Exception as exc:  # recorded per chunk; the rest of the run goes on
+                r = plan[i]
+                failures.append({"file": r.chunk.source, "chunk": r.chunk.chunk_id, "temperature": r.temperature,
+                                 "style": r.style, "stage": "generate", "reason": f"{type(exc).__name__}: {exc}"})
+            bar.update(1)
+            if done == len(todo) or done % max(1, len(todo) // 20) == 0:
+                update_progress_artifact(progress_id, 100.0 * done / len(todo))
+        bar.close()
+
+    qa = [p for i in sorted(results) for p in _record_pairs(plan[i], results[i], test_ratio, seed)]
+    report["llm_calls"] = sum(results[i].attempts for i in todo if i in results)
+    report["qa_pairs"] = len(qa)
+    report.update(write_dataset(out_dir, qa, pairs_per_row, seed))
+    report["settings"] = {"context": context, "model": model_name, "temperatures": temps, "styles": styles,
+                          "chunk_tokens": chunk_tokens, "chunk_overlap": chunk_overlap,
+                          "questions_per_chunk": questions_per_chunk or "1 per 60 tokens",
+                          "pairs_per_row": pairs_per_row, "test_ratio": round(test_ratio, 4), "seed": seed}
+    with open(out_dir / "chunks.jsonl", "w", encoding="utf-8") as f:
+        for c in chunks:
+            f.write(json.dumps(c.to_dict(), ensure_ascii=False) + "\n")
+    if hub_repo:
+        card = dataset_card(hub_repo, report, report["settings"])
+        report["hub_url"] = push_dataset(out_dir / "dataset", hub_repo, card, private=not public)
+    report["elapsed_s"] = round(time.perf_counter() - started, 2)
+    (out_dir / "report.json").write_text(json.dumps(report, indent=2, ensure_ascii=False))
+
+    create_table_artifact(
+        key="build-dataset-samples", description="Sample question/answer pairs",
+        table=[{k: p[k] for k in ("question", "answer", "chunk_id", "temperature", "split")} for p in qa[:20]])
+    create_markdown_artifact(key="build-dataset-summary", markdown=_summary_markdown(report))
+    for f in failures:
+        logger.warning("failed: %s", f)
+    logger.info(f"{report['qa_pairs']} QA pairs -> {report['train_rows']} train / {report['test_rows']} test rows in {out_dir} "
+          f"({report['llm_calls']} LLM calls, {cache_hits} cache hits, {len(failures)} failure(s))")
+    return report

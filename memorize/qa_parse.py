@@ -1,0 +1,86 @@
+"""Robust parsing of LLM replies into question/answer pairs."""
+from __future__ import annotations
+
+import json
+import re
+
+_PREFIX = re.compile(
+    r"^\s*(?:[-*•]\s*)?(?:\(?\d+[.):]\s*)?(?:\*\*)?\s*(?P<tag>q(?:uestion)?|a(?:nswer)?)\s*(?:\d+)?\s*[:.)]\s*(?:\*\*)?\s*",
+    re.IGNORECASE,
+)
+_NUMBERING = re.compile(r"^\s*(?:[-*•]\s*|\(?\d+[.)]\s+)")
+
+
+class ParseError(ValueError):
+    pass
+
+
+def _from_json(text: str) -> list[tuple[str, str]] | None:
+    start, end = text.find("["), text.rfind("]")
+    if start < 0 or end <= start:
+        return None
+    try:
+        data = json.loads(text[start : end + 1])
+    except json.JSONDecodeError:
+        return None
+    if not isinstance(data, list):
+        return None
+    pairs = []
+    for item in data:
+        if isinstance(item, dict):
+            q = item.get("question") or item.get("q")
+            a = item.get("answer") or item.get("a")
+            if isinstance(q, str) and isinstance(a, str):
+                pairs.append((q, a))
+    return pairs
+
+
+def _from_lines(text: str) -> list[tuple[str, str]]:
+    """Tagged lines (Q:/A:, Question:/Answer:, numbered) or, untagged, alternating lines."""
+    lines = [l.strip() for l in text.splitlines() if l.strip() and not l.strip().startswith("```")]
+    tagged = [(_PREFIX.match(l), l) for l in lines]
+    pairs: list[tuple[str, str]] = []
+    if any(m for m, _ in tagged):
+        q, a = None, None
+        for m, line in tagged:
+            if m:
+                body = line[m.end():].strip()
+                if m.group("tag")[0].lower() == "q":
+                    if q and a:
+                        pairs.append((q, a))
+                    q, a = body, None
+                elif q is not None:
+                    a = body if a is None else f"{a} {body}"
+            elif q is not None:  # continuation line of a question or answer
+                if a is None:
+                    q = f"{q} {line}"
+                else:
+                    a = f"{a} {line}"
+        if q and a:
+            pairs.append((q, a))
+        return pairs
+    body = [_NUMBERING.sub("", l) for l in lines]
+    body = [l for l in body if not l.endswith(":")]  # preambles like "Here are the pairs:"
+    return list(zip(body[0::2], body[1::2]))
+
+
+def _clean(s: str) -> str:
+    return re.sub(r"\s+", " ", s.replace("**", "")).strip().strip('"').strip()
+
+
+def parse_pairs(text: str) -> list[tuple[str, str]]:
+    """Pairs in reply order; empty and duplicate questions dropped. Raises ParseError if none."""
+    raw = _from_json(text)
+    if not raw:
+        raw = _from_lines(text)
+    seen, pairs = set(), []
+    for q, a in raw:
+        q, a = _clean(q), _clean(a)
+        key = re.sub(r"\W+", " ", q.lower()).strip()
+        if not key or not a or key in seen:
+            continue
+        seen.add(key)
+        pairs.append((q, a))
+    if not pairs:
+        raise ParseError(f"no question/answer pairs found in reply: {text[:200]!r}")
+    return pairs

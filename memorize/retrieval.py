@@ -1,0 +1,43 @@
+"""BM25 retrieval over the document chunks, for the in-context (open-book) ceiling."""
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+from rank_bm25 import BM25Okapi
+
+
+def _tokens(text: str) -> list[str]:
+    return re.findall(r"\w+", text.lower())
+
+
+class ChunkIndex:
+    def __init__(self, chunks: list[dict]):
+        if not chunks:
+            raise ValueError("no chunks to index")
+        self.chunks = chunks
+        self._bm25 = BM25Okapi([_tokens(c["text"]) for c in chunks])
+
+    @classmethod
+    def from_jsonl(cls, path: str | Path) -> "ChunkIndex":
+        with open(path, encoding="utf-8") as f:
+            return cls([json.loads(line) for line in f if line.strip()])
+
+    def top_k(self, question: str, k: int = 3) -> list[dict]:
+        scores = self._bm25.get_scores(_tokens(question))
+        # sorted() is stable: ties keep document order, so results are reproducible.
+        best = sorted(range(len(scores)), key=lambda i: -scores[i])[:k]
+        return [self.chunks[i] for i in best]
+
+
+def format_chunks(chunks: list[dict]) -> str:
+    """Chunks as tagged documents, with their source and pages so the model can tell them apart."""
+    parts = []
+    for c in chunks:
+        pages = c.get("page_start")
+        if pages is not None and c.get("page_end") not in (None, pages):
+            pages = f"{pages}-{c['page_end']}"
+        attrs = f' source="{c.get("source", "")}"' + (f' pages="{pages}"' if pages is not None else "")
+        parts.append(f"<document{attrs}>\n{c['text'].strip()}\n</document>")
+    return "\n".join(parts)

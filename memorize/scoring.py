@@ -1,0 +1,143 @@
+"""Scoring one answer against a reference: required phrases, ROUGE-L, token F1 and an LLM judge."""
+from __future__ import annotations
+
+import re
+import string
+from collections import Counter
+
+# Without `must` or a judge, a question counts as correct when token F1 >= this (method "f1").
+# A rough proxy: references are full sentences, answers vary in wording.
+F1_THRESHOLD = 0.5
+
+_APOSTROPHES = re.compile(r"['\u2018\u2019`]")
+_NON_WORD = re.compile(r"[^\w\s]")
+_ARTICLES = re.compile(r"\b(a|an|the)\b")
+
+
+def _normalize(text: str) -> str:
+    """Lowercase; drop apostrophes ("don't" == "dont"); other punctuation becomes a space, so
+    "7:40" and "7.40" both read "7 40" and never glue digits together ("3.5" must not match "35")."""
+    text = _APOSTROPHES.sub("", text.lower())
+    return " ".join(_NON_WORD.sub(" ", text).split())
+
+
+def must_satisfied(answer: str, must: list[list[str] | str]) -> bool:
+    """True when every group has at least one alternative in the answer, as whole words."""
+    padded = f" {_normalize(answer)} "
+    groups = [[g] if isinstance(g, str) else g for g in must]
+    return all(any(f" {_normalize(alt)} " in padded for alt in group) for group in groups)
+
+
+def _words(text: str) -> list[str]:
+    return re.findall(r"\w+", text.lower())
+
+
+def _lcs_length(a: list[str], b: list[str]) -> int:
+    prev = [0] * (len(b) + 1)
+    for x in a:
+        cur = [0]
+        for j, y in enumerate(b):
+            cur.append(prev[j] + 1 if x == y else max(prev[j + 1], cur[j]))
+        prev = cur
+    return prev[-1]
+
+
+def _f_measure(overlap: int, n_pred: int, n_ref: int) -> float:
+    if n_pred == 0 or n_ref == 0:
+        return float(n_pred == n_ref)
+    if overlap == 0:
+        return 0.0
+    precision, recall = overlap / n_pred, overlap / n_ref
+    return 2 * precision * recall / (precision + recall)
+
+
+def rouge_l(pred: str, ref: str) -> float:
+    """ROUGE-L F1: longest common subsequence of lowercase word tokens."""
+    p, r = _words(pred), _words(ref)
+    return _f_measure(_lcs_length(p, r), len(p), len(r))
+
+
+def _squad_tokens(text: str) -> list[str]:
+    text = "".join(ch for ch in text.lower() if ch not in string.punctuation)
+    return _ARTICLES.sub(" ", text).split()
+
+
+def token_f1(pred: str, ref: str) -> float:
+    """SQuAD token F1: bag-of-words overlap after dropping case, punctuation and articles."""
+    p, r = _squad_tokens(pred), _squad_tokens(ref)
+    return _f_measure(sum((Counter(p) & Counter(r)).values()), len(p), len(r))
+
+
+JUDGE_SYSTEM = "You grade answers to questions against a reference answer. Reply with one word: yes or no."
+
+
+def judge_prompt(question: str, reference: str, answer: str) -> list[dict]:
+    user = (
+        f"Question: {question}\n"
+        f"Reference answer: {reference}\n"
+        f"Candidate answer: {answer}\n\n"
+        "Is the candidate answer correct given the reference? Extra detail is fine if it does not "
+        "contradict the reference. Reply yes or no."
+    )
+    return [{"role": "system", "content": JUDGE_SYSTEM}, {"role": "user", "content": user}]
+
+
+_YES = {"yes", "correct", "right", "true"}
+_NO = {"no", "incorrect", "wrong", "false"}
+_NEGATIONS = {"not", "never", "t"}  # "t" is what remains of "isn't" after splitting on the apostrophe
+_LABELS = {"answer", "verdict", "judgment", "judgement", "final"}
+
+
+def parse_judge(text: str) -> bool | None:
+    """Read a yes/no verdict from free text; None when there is none or it contradicts itself."""
+    words = re.findall(r"[a-z]+", (text or "").lower())
+    while words and words[0] in _LABELS:  # "Answer: yes", "Final verdict: no"
+        words = words[1:]
+    if words and words[0] in _YES | _NO:  # a leading verdict is decisive: "No, it says 1887 ..."
+        return words[0] in _YES
+    verdicts = {
+        (w in _YES) != (i > 0 and words[i - 1] in _NEGATIONS)  # "not correct" reads as no
+        for i, w in enumerate(words)
+        if w in _YES | _NO
+    }
+    return verdicts.pop() if len(verdicts) == 1 else None
+
+
+class LLMJudge:
+    """Asks an OpenAI-compatible chat model whether an answer matches the reference."""
+
+    def __init__(self, client, model: str, retries: int = 2, max_tokens: int = 10):
+        self.client, self.model, self.retries, self.max_tokens = client, model, retries, max_tokens
+
+    def __call__(self, question: str, reference: str, answer: str) -> bool | None:
+        messages = judge_prompt(question, reference, answer)
+        for _ in range(1 + self.retries):
+            reply = self.client.chat.completions.create(
+                model=self.model, messages=messages, temperature=0, max_tokens=self.max_tokens
+            )
+            text = reply.choices[0].message.content or ""
+            verdict = parse_judge(text)
+            if verdict is not None:
+                return verdict
+            # At temperature 0 the same prompt gives the same reply: push back instead of repeating it.
+            messages = messages + [
+                {"role": "assistant", "content": text},
+                {"role": "user", "content": "Reply with only one word: yes or no."},
+            ]
+        return None
+
+
+def score(question_row: dict, answer: str, judge=None) -> dict:
+    """Verdict by `must` phrases when the row has them, else by the judge, else by token F1.
+
+    "correct" is None only when the judge gave no usable verdict; such questions are left out of
+    accuracy (see evaluation.summarize)."""
+    reference = question_row["answer"]
+    result = {"rouge_l": rouge_l(answer, reference), "token_f1": token_f1(answer, reference)}
+    if question_row.get("must"):
+        correct, method = must_satisfied(answer, question_row["must"]), "must"
+    elif judge is not None:
+        correct, method = judge(question_row["question"], reference, answer), "judge"
+    else:
+        correct, method = result["token_f1"] >= F1_THRESHOLD, "f1"
+    return {"correct": correct, "method": method, **result}

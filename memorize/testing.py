@@ -1,0 +1,94 @@
+"""A small OpenAI-compatible HTTP server for tests and benchmarks: deterministic replies derived
+from the prompt, a fixed delay, and injectable faults (429, 500, timeouts, unparseable text).
+It stands in for the network boundary only; everything on our side of it is real."""
+from __future__ import annotations
+
+import json
+import re
+import threading
+import time
+from collections import deque
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+
+def deterministic_reply(prompt: str) -> str:
+    """One Q/A pair per sentence of the <document> block, up to the number of pairs asked."""
+    doc = re.search(r"<document>\n(.*?)\n</document>", prompt, re.S)
+    n = re.search(r"Write (\d+) question/answer pairs", prompt)
+    sentences = [s for s in re.split(r"(?<=[.!?])\s+", doc.group(1) if doc else "") if s.strip()]
+    count = int(n.group(1)) if n else 3
+    lines = []
+    for i, s in enumerate(sentences[:count]):
+        lines += [f"Q: What does the document state in sentence {i + 1} beginning '{s[:40]}'?", f"A: {s}"]
+    return "\n".join(lines) or "Q: Is the document empty?\nA: Yes."
+
+
+class FakeLLM:
+    def __init__(self, delay: float = 0.0, garbage_when: str | None = None):
+        self.delay = delay
+        self.garbage_when = garbage_when  # prompts containing this always get an unparseable reply
+        self.faults: deque[str] = deque()  # consumed one per request: "429", "500", "timeout", "garbage"
+        self.requests = 0  # every request received, faults included
+        self.served = 0  # successful completions
+        self.lock = threading.Lock()
+        self._server: ThreadingHTTPServer | None = None
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self._server.server_address[1]}/v1"
+
+    def inject(self, *faults: str) -> None:
+        self.faults.extend(faults)
+
+    def __enter__(self):
+        fake = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args):
+                pass
+
+            def _send(self, status: int, body: dict | str):
+                data = (json.dumps(body) if isinstance(body, dict) else body).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def do_GET(self):
+                self._send(200, {"object": "list", "data": [{"id": "fake", "object": "model"}]})
+
+            def do_POST(self):
+                req = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                with fake.lock:
+                    fake.requests += 1
+                    fault = fake.faults.popleft() if fake.faults else None
+                prompt = req["messages"][-1]["content"]
+                if fault == "429":
+                    return self._send(429, {"error": {"message": "rate limited", "type": "rate_limit"}})
+                if fault == "500":
+                    return self._send(500, {"error": {"message": "boom", "type": "server_error"}})
+                if fault == "timeout":
+                    time.sleep(3.0)
+                time.sleep(fake.delay)
+                garbage = fault == "garbage" or (fake.garbage_when and fake.garbage_when in prompt)
+                text = "I cannot help with that." if garbage else deterministic_reply(prompt)
+                with fake.lock:
+                    fake.served += 1
+                self._send(200, {
+                    "id": "cmpl-fake", "object": "chat.completion", "created": int(time.time()), "model": req["model"],
+                    "choices": [{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": text}}],
+                    "usage": {"prompt_tokens": len(prompt) // 4, "completion_tokens": len(text) // 4,
+                              "total_tokens": (len(prompt) + len(text)) // 4},
+                })
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+        return self
+
+    def __exit__(self, *exc):
+        self._server.shutdown()
+        self._server.server_close()

@@ -1,0 +1,372 @@
+"""LoRA / QLoRA fine-tuning on the QA chat dataset, and an epoch finder.
+
+The dataset folder holds `train.jsonl` and `test.jsonl`, one {"messages": [...]} conversation per line.
+We tokenize conversations ourselves (`tokenize_conversation`) so that the loss covers assistant tokens only
+with any chat template; trl's `assistant_only_loss` needs `{% generation %}` markers most templates lack.
+"""
+from __future__ import annotations
+
+import gc
+import json
+import math
+import time
+import warnings
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+import torch
+
+from memorize.models import best_dtype, context_length, load_model, load_tokenizer, quantization_config
+
+# The attention and MLP projections of Llama-style models: what peft's "all-linear" picks there,
+# spelled out so the adapter config is explicit and works with vLLM's LoRA loader.
+DEFAULT_TARGET_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+IGNORE_INDEX = -100  # label value the loss skips
+
+
+class TrainingInputError(ValueError):
+    """A problem with the inputs, found before any training starts."""
+
+
+@dataclass
+class TrainConfig:
+    base_model: str  # local Hugging Face folder or Hub id
+    data_dir: str
+    output_dir: str
+    lora_r: int = 16
+    lora_alpha: int = 32
+    lora_dropout: float = 0.05
+    target_modules: list[str] = field(default_factory=lambda: list(DEFAULT_TARGET_MODULES))
+    qlora: bool = False
+    learning_rate: float = 1e-4
+    epochs: float = 1.0
+    batch_size: int = 1
+    grad_accum: int = 1
+    lr_scheduler: str = "cosine"
+    max_length: int = 512
+    neftune_alpha: float | None = None
+    gradient_checkpointing: bool = False
+    bf16: bool | None = None  # None: bf16 where the hardware supports it (models.best_dtype)
+    chat_template: str | None = None  # file or Jinja text, for models without one
+    merge: bool = False
+    seed: int = 42
+    eval_steps: int | None = None  # None: evaluate on the test split at the end of each epoch
+    max_steps: int = -1  # > 0 overrides epochs (short runs, tests)
+    logging_steps: int = 5
+    hub_repo: str | None = None
+    hub_public: bool = False
+
+
+@dataclass
+class TrainResult:
+    output_dir: Path
+    adapter_dir: Path
+    metrics_path: Path
+    loss_curve_path: Path
+    merged_dir: Path | None
+    hub_url: str | None
+    train_losses: list[dict]  # {"step", "epoch", "loss"} per logging step
+    eval_losses: list[dict]  # {"step", "epoch", "loss"} per evaluation
+    final_train_loss: float
+    final_eval_loss: float
+    runtime_s: float
+    tokens_per_s: float
+
+
+@dataclass
+class EpochSearchResult:
+    best_epoch: int
+    search_eval_losses: list[dict]  # one per epoch of the constant-LR search run
+    search_train_losses: list[dict]
+    final: TrainResult  # the cosine retrain for best_epoch epochs (its metrics.json/PNG hold both runs)
+
+
+def tokenize_conversation(tokenizer, messages: list[dict], max_length: int | None = None) -> dict:
+    """input_ids of the whole conversation, and labels that keep only the assistant turns' tokens.
+
+    Each assistant turn spans from the end of the rendered prefix with a generation prompt to the end of the
+    rendered conversation up to that turn, so the end-of-turn token is learned and any template works
+    as long as rendering a prefix gives a prefix of the tokens (true of ChatML, Llama 3, Mistral, Gemma...).
+    """
+    def ids(msgs, generation_prompt=False):
+        return list(tokenizer.apply_chat_template(msgs, tokenize=True, add_generation_prompt=generation_prompt,
+                                                  return_dict=True)["input_ids"])
+
+    input_ids = ids(messages)
+    labels = [IGNORE_INDEX] * len(input_ids)
+    for i, message in enumerate(messages):
+        if message["role"] != "assistant":
+            continue
+        start, end = ids(messages[:i], generation_prompt=True), ids(messages[: i + 1])
+        if input_ids[: len(start)] != start or input_ids[: len(end)] != end:
+            raise TrainingInputError(
+                "the chat template does not render a conversation's beginning as a prefix of the whole "
+                "conversation (e.g. it rewrites earlier turns), so assistant tokens cannot be located; "
+                "pass --chat-template with a template that does (ChatML works)."
+            )
+        labels[len(start): len(end)] = input_ids[len(start): len(end)]
+    if max_length is not None:
+        input_ids, labels = input_ids[:max_length], labels[:max_length]
+    return {"input_ids": input_ids, "labels": labels}
+
+
+def _read_conversations(path: Path) -> list[list[dict]]:
+    if not path.exists():
+        raise TrainingInputError(f"dataset file {path} not found; build the dataset first")
+    rows = []
+    for lineno, line in enumerate(path.read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            messages = json.loads(line)["messages"]
+        except (json.JSONDecodeError, KeyError, TypeError) as exc:
+            raise TrainingInputError(f"{path}:{lineno}: expected a JSON object with 'messages' ({exc})") from exc
+        if not any(m.get("role") == "assistant" for m in messages):
+            raise TrainingInputError(f"{path}:{lineno}: conversation has no assistant message to learn")
+        rows.append(messages)
+    if not rows:
+        raise TrainingInputError(f"dataset file {path} is empty: no conversations to train or evaluate on")
+    return rows
+
+
+def _tokenized_split(tokenizer, path: Path, max_length: int):
+    from datasets import Dataset
+
+    rows = [tokenize_conversation(tokenizer, m, max_length) for m in _read_conversations(path)]
+    kept = [r for r in rows if any(label != IGNORE_INDEX for label in r["labels"])]
+    if not kept:
+        raise TrainingInputError(f"{path}: no assistant tokens left within max_length={max_length}; raise it")
+    if len(kept) < len(rows):
+        warnings.warn(f"{path}: dropped {len(rows) - len(kept)} conversations with no answer within max_length")
+    return Dataset.from_list(kept)
+
+
+def _dtype(config: TrainConfig) -> torch.dtype:
+    if config.bf16 is None:
+        return best_dtype()
+    return torch.bfloat16 if config.bf16 else torch.float32
+
+
+def _fit(config: TrainConfig, progress: bool):
+    """Check inputs, then train; return the trainer (holding the PEFT model), tokenizer and history."""
+    from peft import LoraConfig, prepare_model_for_kbit_training
+    from trl import SFTConfig, SFTTrainer
+
+    # Cheap checks first, so a bad request fails in seconds rather than after loading a model.
+    quantization_config(config.qlora)  # raises ModelLoadError for QLoRA without CUDA
+    if config.hub_repo:
+        from memorize.hub import hub_token
+
+        hub_token()  # raises HubError when HF_TOKEN is missing
+    tokenizer = load_tokenizer(config.base_model, config.chat_template)  # raises if the model is missing
+    limit = context_length(config.base_model)
+    if limit is not None and config.max_length > limit:
+        raise TrainingInputError(
+            f"max_length={config.max_length} exceeds the context length of {config.base_model} ({limit})"
+        )
+    data_dir = Path(config.data_dir)
+    train_set = _tokenized_split(tokenizer, data_dir / "train.jsonl", config.max_length)
+    eval_set = _tokenized_split(tokenizer, data_dir / "test.jsonl", config.max_length)
+
+    dtype = _dtype(config)
+    model = load_model(config.base_model, load_in_4bit=config.qlora, dtype=dtype)
+    if config.qlora:
+        # Casts norms to fp32 and enables input gradients, which LoRA on a frozen 4-bit model needs.
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=config.gradient_checkpointing)
+    args = SFTConfig(
+        output_dir=config.output_dir,
+        learning_rate=config.learning_rate,
+        num_train_epochs=config.epochs,
+        max_steps=config.max_steps,
+        per_device_train_batch_size=config.batch_size,
+        per_device_eval_batch_size=config.batch_size,
+        gradient_accumulation_steps=config.grad_accum,
+        lr_scheduler_type=config.lr_scheduler,
+        max_length=config.max_length,
+        neftune_noise_alpha=config.neftune_alpha,
+        # trl turns checkpointing on by default; we make it a choice (it costs ~20-30% speed).
+        gradient_checkpointing=config.gradient_checkpointing,
+        gradient_checkpointing_kwargs={"use_reentrant": False},
+        bf16=dtype == torch.bfloat16,
+        fp16=dtype == torch.float16,
+        # Paged optimizer: absorbs memory spikes on long sequences; 32-bit states cost little for LoRA weights.
+        optim="paged_adamw_32bit" if config.qlora else "adamw_torch",
+        seed=config.seed,
+        eval_strategy="steps" if config.eval_steps else "epoch",
+        eval_steps=config.eval_steps,
+        logging_steps=config.logging_steps,
+        save_strategy="no",  # we save the final adapter ourselves
+        report_to="none",
+        disable_tqdm=not progress,
+        include_num_input_tokens_seen="non_padding",
+        dataset_kwargs={"skip_prepare_dataset": True},  # already tokenized, labelled and truncated
+    )
+    peft_config = LoraConfig(
+        r=config.lora_r,
+        lora_alpha=config.lora_alpha,
+        lora_dropout=config.lora_dropout,
+        target_modules=list(config.target_modules),
+        task_type="CAUSAL_LM",
+    )
+    trainer = SFTTrainer(model=model, args=args, train_dataset=train_set, eval_dataset=eval_set,
+                         processing_class=tokenizer, peft_config=peft_config)
+    start = time.perf_counter()
+    trainer.train()
+    runtime = time.perf_counter() - start
+    state = trainer.state
+    if not any("eval_loss" in e and e["step"] == state.global_step for e in state.log_history):
+        trainer.evaluate()  # e.g. max_steps ended mid-epoch: report the loss of what we save
+    history = _history(state.log_history)
+    history.update(runtime_s=round(runtime, 2), steps=state.global_step,
+                   tokens_per_s=round(state.num_input_tokens_seen / runtime, 1))
+    return trainer, tokenizer, history
+
+
+def _history(log_history: list[dict]) -> dict:
+    def points(key):
+        return [{"step": e["step"], "epoch": round(e["epoch"], 4), "loss": e[key]} for e in log_history if key in e]
+
+    return {"train_losses": points("loss"), "eval_losses": points("eval_loss")}
+
+
+def train(config: TrainConfig, progress: bool = True) -> TrainResult:
+    """Train a LoRA adapter; save adapter, metrics.json and loss_curve.png under config.output_dir."""
+    return _train(config, progress)
+
+
+def _train(config: TrainConfig, progress: bool, search: dict | None = None) -> TrainResult:
+    trainer, tokenizer, history = _fit(config, progress)
+    out = Path(config.output_dir)
+    adapter_dir = out / "adapter"
+    trainer.model.save_pretrained(adapter_dir)
+    tokenizer.save_pretrained(adapter_dir)
+    del trainer
+    _free_memory()  # the merge below reloads the base model
+
+    metrics = {
+        "base_model": config.base_model,
+        "data_dir": config.data_dir,
+        "hyperparameters": asdict(config),
+        **history,
+        "final_train_loss": history["train_losses"][-1]["loss"] if history["train_losses"] else math.nan,
+        "final_eval_loss": history["eval_losses"][-1]["loss"],
+    }
+    if search is not None:
+        metrics["epoch_search"] = search
+    metrics_path = out / "metrics.json"
+    metrics_path.write_text(json.dumps(metrics, indent=2))
+    loss_curve_path = out / "loss_curve.png"
+    _plot(loss_curve_path, history, search)
+
+    merged_dir = None
+    if config.merge:
+        # Reload the base unquantized (bf16 on GPU) so a QLoRA adapter merges into full-precision weights.
+        merged = load_model(config.base_model, adapter=str(adapter_dir), dtype=_dtype(config)).merge_and_unload()
+        merged_dir = out / "merged"
+        merged.save_pretrained(merged_dir)
+        tokenizer.save_pretrained(merged_dir)
+        del merged
+        _free_memory()
+
+    hub_url = None
+    if config.hub_repo:
+        from memorize.hub import push_folder
+
+        hub_url = push_folder(config.hub_repo, adapter_dir, model_card(config, metrics), "model",
+                              private=not config.hub_public)
+    return TrainResult(
+        output_dir=out, adapter_dir=adapter_dir, metrics_path=metrics_path, loss_curve_path=loss_curve_path,
+        merged_dir=merged_dir, hub_url=hub_url, train_losses=history["train_losses"],
+        eval_losses=history["eval_losses"], final_train_loss=metrics["final_train_loss"],
+        final_eval_loss=metrics["final_eval_loss"], runtime_s=history["runtime_s"],
+        tokens_per_s=history["tokens_per_s"],
+    )
+
+
+def find_epochs(config: TrainConfig, max_epochs: int, progress: bool = True) -> EpochSearchResult:
+    """Train with a constant LR for max_epochs, evaluating each epoch; retrain with cosine for the best count.
+
+    The constant LR makes each epoch's checkpoint comparable: with a decaying schedule, the loss after epoch k
+    of a long run is not what a k-epoch run would reach. config.max_steps and eval_steps are ignored here.
+    """
+    search_config = replace(config, epochs=max_epochs, lr_scheduler="constant", max_steps=-1, eval_steps=None,
+                            merge=False, hub_repo=None)
+    trainer, _, search = _fit(search_config, progress)
+    del trainer
+    _free_memory()
+    best = min(search["eval_losses"], key=lambda e: e["loss"])
+    search["best_epoch"] = max(1, round(best["epoch"]))
+    final = _train(replace(config, epochs=search["best_epoch"], max_steps=-1, eval_steps=None), progress, search)
+    return EpochSearchResult(best_epoch=search["best_epoch"], search_eval_losses=search["eval_losses"],
+                             search_train_losses=search["train_losses"], final=final)
+
+
+def _free_memory() -> None:
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+def _plot(path: Path, history: dict, search: dict | None) -> None:
+    """Train and eval loss against epochs; with an epoch search, its run in a first panel."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # no display on servers and workers
+    import matplotlib.pyplot as plt
+
+    panels = [] if search is None else [("epoch search (constant LR)", search)]
+    panels.append(("final run", history))
+    fig, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 4), squeeze=False)
+    for ax, (title, run) in zip(axes[0], panels):
+        for key, label, style in (("train_losses", "train", "-"), ("eval_losses", "eval (test split)", "o-")):
+            ax.plot([p["epoch"] for p in run[key]], [p["loss"] for p in run[key]], style, label=label)
+        if "best_epoch" in run:
+            ax.axvline(run["best_epoch"], color="gray", linestyle="--", label=f"best epoch ({run['best_epoch']})")
+        ax.set(title=title, xlabel="epoch", ylabel="loss")
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def model_card(config: TrainConfig, metrics: dict, eval_results: dict | None = None) -> str:
+    """README.md for the Hub: base model, data, hyperparameters, losses and optional evaluation results."""
+    base_is_local = Path(config.base_model).exists()
+    front = ["---", "library_name: peft", "tags: [memorize, lora, sft, trl]"]
+    if not base_is_local:  # the Hub checks that base_model names a Hub repo
+        front.insert(1, f"base_model: {config.base_model}")
+    front.append("---")
+    hp = metrics["hyperparameters"]
+    keys = ("lora_r", "lora_alpha", "lora_dropout", "target_modules", "qlora", "learning_rate", "epochs",
+            "batch_size", "grad_accum", "lr_scheduler", "max_length", "neftune_alpha", "seed")
+    lines = [
+        *front,
+        f"# {config.hub_repo or 'memorize adapter'}",
+        "",
+        f"A {'QLoRA' if config.qlora else 'LoRA'} adapter for `{config.base_model}` fine-tuned with "
+        "memorize to memorize a document set (closed-book question answering).",
+        "",
+        "## Training data",
+        f"Synthetic question/answer conversations from `{config.data_dir}`; loss on assistant tokens only.",
+        "",
+        "## Hyperparameters",
+        "| name | value |", "|---|---|",
+        *(f"| {k} | {hp[k]} |" for k in keys),
+        "",
+        "## Results",
+        f"- final train loss: {metrics['final_train_loss']:.4f}",
+        f"- final eval loss (held-out questions): {metrics['final_eval_loss']:.4f}",
+    ]
+    if "epoch_search" in metrics:
+        lines.append(f"- epochs chosen by validation loss: {metrics['epoch_search']['best_epoch']}")
+    if eval_results:
+        lines += ["", "## Evaluation", "| metric | value |", "|---|---|", *(f"| {k} | {v} |" for k, v in eval_results.items())]
+    lines += [
+        "", "## Usage", "```python",
+        "from peft import PeftModel",
+        "from transformers import AutoModelForCausalLM",
+        f"base = AutoModelForCausalLM.from_pretrained({config.base_model!r})",
+        f"model = PeftModel.from_pretrained(base, {config.hub_repo or 'ADAPTER_DIR'!r})",
+        "```", "",
+    ]
+    return "\n".join(lines)
