@@ -100,6 +100,7 @@ def build_dataset(
     failures: list[dict] = []
 
     docs, chunks = _extract_and_chunk(documents, chunk_tokens, chunk_overlap, storage, failures)
+    # The embedded model is keyed by its name, not its per-machine path.
     model_name = model or (DEFAULT_MODEL_NAME if base_url is None else None)
     if not model_name:
         raise ValueError("--model is required with --base-url (the model name the endpoint serves)")
@@ -122,9 +123,15 @@ def build_dataset(
         return report
 
     todo = [i for i in range(len(plan)) if i not in results]
+    endpoint_model = None
     with ExitStack() as stack:
         if todo and base_url is None:
-            base_url = stack.enter_context(serve(resolve_model(model), out_dir / "logs" / "generator-server.log"))
+            endpoint_model = resolve_model(model)
+            base_url = stack.enter_context(serve(endpoint_model, out_dir / "logs" / "generator-server.log"))
+            # The embedded server generates one reply at a time on a CPU; more requests in flight
+            # only queue and then time out.
+            concurrency, request_timeout = min(concurrency, 2), max(request_timeout, 900.0)
+            logger.info(f"serving {endpoint_model} at {base_url} (concurrency {concurrency})")
         task = generate_task.with_options(
             result_storage=storage, retries=retries,
             retry_delay_seconds=[retry_delay * 2**k for k in range(max(retries, 1))])
@@ -135,7 +142,8 @@ def build_dataset(
             futures[runner.submit(task, parameters=dict(
                 messages=r.messages, model=model_name, temperature=r.temperature, max_tokens=r.max_tokens,
                 chunk_id=r.chunk.chunk_id, style=r.style, base_url=base_url, api_key_env=api_key_env,
-                timeout=request_timeout, parse_attempts=parse_attempts, concurrency_limit=concurrency_limit))] = i
+                timeout=request_timeout, parse_attempts=parse_attempts, concurrency_limit=concurrency_limit,
+                endpoint_model=endpoint_model))] = i
         progress_id = create_progress_artifact(0.0, key="build-dataset-progress", description="LLM requests done")
         bar = tqdm(total=len(todo), desc="generating QA", unit="req", disable=not progress)
         for done, fut in enumerate(as_completed(list(futures)), 1):

@@ -56,6 +56,129 @@ def cmd_dataset(a: argparse.Namespace) -> int:
     return 1 if report["failures"] else 0
 
 
+def _add_training_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("fine-tuning")
+    g.add_argument("--base-model", help="model to fine-tune: local folder or Hub id (default: the embedded SmolLM2-135M-Instruct)")
+    g.add_argument("--qlora", action="store_true", help="4-bit NF4 base weights + paged optimizer (needs CUDA)")
+    g.add_argument("--lora-r", type=int, default=16)
+    g.add_argument("--lora-alpha", type=int, default=32)
+    g.add_argument("--lora-dropout", type=float, default=0.05)
+    g.add_argument("--target-modules", nargs="+", help="LoRA target modules (default: attention and MLP projections)")
+    g.add_argument("--learning-rate", type=float, default=1e-4, help="(default %(default)s: worked best for memorization)")
+    g.add_argument("--epochs", type=float, default=1.0)
+    g.add_argument("--batch-size", type=int, default=1, help="(default %(default)s: small batches memorize better)")
+    g.add_argument("--grad-accum", type=int, default=1)
+    g.add_argument("--max-length", type=int, default=512, help="tokens per training row (default %(default)s)")
+    g.add_argument("--neftune-alpha", type=float, help="NEFTune noise on embeddings (off by default)")
+    g.add_argument("--gradient-checkpointing", action="store_true")
+    g.add_argument("--chat-template", help="Jinja template (file or text) for tokenizers without one")
+    g.add_argument("--find-epochs", type=int, metavar="MAX", help="search up to MAX epochs for the lowest validation loss, then retrain")
+    g.add_argument("--merge", action="store_true", help="also save the adapter merged into a full model")
+    g.add_argument("--max-steps", type=int, default=-1, help="stop after this many steps (smoke tests)")
+    g.add_argument("--hub-model-repo", help="push the adapter with a model card to this Hub repo (token from HF_TOKEN)")
+    g.add_argument("--train-on-pool", metavar="POOL", help="run training through the finetune/POOL deployment (e.g. gpu)")
+
+
+def _training_params(a: argparse.Namespace) -> dict:
+    params = dict(qlora=a.qlora, lora_r=a.lora_r, lora_alpha=a.lora_alpha, lora_dropout=a.lora_dropout,
+                  learning_rate=a.learning_rate, batch_size=a.batch_size, grad_accum=a.grad_accum,
+                  max_length=a.max_length, neftune_alpha=a.neftune_alpha, gradient_checkpointing=a.gradient_checkpointing,
+                  chat_template=a.chat_template, find_epochs=a.find_epochs, merge=a.merge, max_steps=a.max_steps,
+                  hub_repo=a.hub_model_repo, public=a.public)
+    if a.target_modules:
+        params["target_modules"] = a.target_modules
+    return params
+
+
+def _add_eval_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("evaluation")
+    g.add_argument("--questions", help="your questions: JSONL or CSV with question, answer, optional must (list of alternative groups) and kind")
+    g.add_argument("--judge-base-url", help="OpenAI-compatible endpoint of an LLM judge for answers without `must` keys")
+    g.add_argument("--judge-model", help="model name of the judge")
+    g.add_argument("--judge-api-key-env", default="OPENAI_API_KEY", help="environment variable holding the judge's key")
+    g.add_argument("--top-k", type=int, default=3, help="chunks retrieved (BM25) for the in-context ceiling (default %(default)s)")
+    g.add_argument("--max-test-questions", type=int, default=50, help="held-out generated pairs to ask (default %(default)s)")
+    g.add_argument("--eval-batch-size", type=int, default=8)
+
+
+def _eval_params(a: argparse.Namespace) -> dict:
+    return dict(judge_base_url=a.judge_base_url, judge_model=a.judge_model, judge_api_key_env=a.judge_api_key_env, top_k=a.top_k,
+                max_test_questions=a.max_test_questions, batch_size=a.eval_batch_size)
+
+
+def _print_summary(summary: dict) -> None:
+    from flows.evaluate import accuracy_lines
+
+    print("\n".join(accuracy_lines(summary)))
+
+
+def cmd_train(a: argparse.Namespace) -> int:
+    from flows.finetune import finetune
+    from flows.memorize import train_remotely
+
+    params = dict(data_dir=a.data_dir, output_dir=a.out, base_model=a.base_model, epochs=a.epochs, **_training_params(a))
+    result = train_remotely(a.train_on_pool, params) if a.train_on_pool else finetune(**params)
+    print(json.dumps({k: v for k, v in result.items() if not k.endswith("losses")}, indent=2))
+    return 0
+
+
+def cmd_eval(a: argparse.Namespace) -> int:
+    from flows.evaluate import evaluate_flow
+
+    summary = evaluate_flow(data_dir=a.data_dir, out=a.out, adapter_dir=a.adapter, base_model=a.base_model,
+                            questions=a.questions, **_eval_params(a))
+    _print_summary(summary)
+    return 0
+
+
+def cmd_run(a: argparse.Namespace) -> int:
+    from flows.memorize import memorize_pipeline
+
+    dataset = _dataset_params(a, out="")
+    for key in ("documents", "context", "out", "base_url", "model", "temperatures"):
+        dataset.pop(key)
+    training = _training_params(a)
+    result = memorize_pipeline(documents=a.documents, context=a.context, out=a.out, questions=a.questions,
+                               base_model=a.base_model, base_url=a.base_url, model=a.model, temperatures=a.temperatures,
+                               epochs=a.epochs, train_on_pool=a.train_on_pool, dataset_options=dataset,
+                               train_options=training, eval_options=_eval_params(a))
+    print(f"\nOutputs in {result['out']}: data/ (dataset), model/adapter (LoRA), eval/eval.md and eval/accuracy.png")
+    _print_summary(result["evaluation"])
+    return 0
+
+
+def cmd_watch(a: argparse.Namespace) -> int:
+    import os
+    from pathlib import Path
+
+    from memorize.watch import Watcher
+
+    if not os.environ.get("PREFECT_API_URL"):
+        print("memorize watch sends events to a Prefect server: start one (`prefect server start`) and set "
+              "PREFECT_API_URL, e.g. export PREFECT_API_URL=http://127.0.0.1:4200/api", file=sys.stderr)
+        return 2
+    folder = Path(a.folder)
+    if not folder.is_dir():
+        print(f"{folder}: not a folder", file=sys.stderr)
+        return 2
+    payload = {"context": a.context, "out": str(Path(a.out).resolve()), "cache_dir": str(Path(a.cache_dir).resolve()),
+               "base_url": a.base_url, "model": a.model}
+    state = Path(a.state or Path(a.cache_dir) / "watch" / (folder.resolve().name + ".json"))
+    Watcher(folder, state, payload).run(a.interval, once=a.once)
+    return 0
+
+
+def cmd_deploy(a: argparse.Namespace) -> int:
+    from deployments.deploy import deploy
+
+    defaults = {}
+    if a.documents:
+        defaults = {"documents": a.documents, "context": a.context, "out": a.out}
+    for name, ident in deploy(a.cpu_pool, a.gpu_pool, a.cron, defaults).items():
+        print(f"deployed {name} ({ident})")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="memorize", description="Make an open LLM memorize your documents.",
                                      epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -65,6 +188,54 @@ def build_parser() -> argparse.ArgumentParser:
     _add_generation_args(p)
     p.add_argument("--out", required=True, help="output folder")
     p.set_defaults(func=cmd_dataset)
+
+    p = sub.add_parser("train", help="dataset folder -> LoRA adapter (flow finetune)", epilog=EPILOG,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("data_dir", help="output folder of `memorize dataset` (train.jsonl, test.jsonl)")
+    p.add_argument("--out", required=True, help="output folder (adapter/, metrics.json, loss_curve.png)")
+    _add_training_args(p)
+    p.add_argument("--public", action="store_true", help="make the pushed adapter public (default private)")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("eval", help="base vs fine-tuned vs in-context, closed-book (flow evaluate)", epilog=EPILOG,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("data_dir", help="output folder of `memorize dataset` (qa.jsonl, chunks.jsonl)")
+    p.add_argument("--adapter", help="LoRA adapter folder (omit to evaluate the base model only)")
+    p.add_argument("--base-model", help="the adapter's base model (default: the embedded SmolLM2-135M-Instruct)")
+    p.add_argument("--out", required=True, help="output folder (eval.json, eval.md, accuracy.png)")
+    _add_eval_args(p)
+    p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("run", help="the whole pipeline: dataset -> fine-tune -> evaluate (flow memorize)", epilog=EPILOG,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    _add_generation_args(p)
+    p.add_argument("--out", required=True, help="output folder (data/, model/, eval/)")
+    _add_training_args(p)
+    _add_eval_args(p)
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("watch", help="poll a folder and emit a Prefect event per changed document (triggers build-dataset)",
+                       epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("folder", help="folder of documents to watch")
+    p.add_argument("--context", required=True, help="passed to the triggered build-dataset run")
+    p.add_argument("--out", required=True, help="output folder of the triggered build-dataset run")
+    p.add_argument("--base-url", help="LLM endpoint of the triggered run (default: the embedded model)")
+    p.add_argument("--model", help="model name at --base-url")
+    p.add_argument("--cache-dir", default=".memorize/cache", help="cache folder shared with the triggered run")
+    p.add_argument("--interval", type=float, default=30.0, help="seconds between polls (default %(default)s)")
+    p.add_argument("--state", help="file remembering the last seen hashes (default: under the cache folder)")
+    p.add_argument("--once", action="store_true", help="poll once and exit (for cron or tests)")
+    p.set_defaults(func=cmd_watch)
+
+    p = sub.add_parser("deploy", help="register the Prefect deployments (build-dataset, finetune, evaluate, memorize)",
+                       epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--cpu-pool", default="cpu", help="work pool for dataset and evaluation runs (default %(default)s)")
+    p.add_argument("--gpu-pool", default="gpu", help="work pool for training runs (default %(default)s)")
+    p.add_argument("--cron", default="0 3 * * *", help="regeneration schedule of build-dataset, created inactive (default %(default)r)")
+    p.add_argument("--documents", nargs="+", help="default documents for the build-dataset and memorize forms")
+    p.add_argument("--context", help="default context for those forms")
+    p.add_argument("--out", help="default output folder for those forms")
+    p.set_defaults(func=cmd_deploy)
     return parser
 
 

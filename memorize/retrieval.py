@@ -1,9 +1,7 @@
 """BM25 retrieval over the document chunks, for the in-context (open-book) ceiling."""
 from __future__ import annotations
 
-import json
 import re
-from pathlib import Path
 
 from rank_bm25 import BM25Okapi
 
@@ -18,11 +16,6 @@ class ChunkIndex:
             raise ValueError("no chunks to index")
         self.chunks = chunks
         self._bm25 = BM25Okapi([_tokens(c["text"]) for c in chunks])
-
-    @classmethod
-    def from_jsonl(cls, path: str | Path) -> "ChunkIndex":
-        with open(path, encoding="utf-8") as f:
-            return cls([json.loads(line) for line in f if line.strip()])
 
     def top_k(self, question: str, k: int = 3) -> list[dict]:
         scores = self._bm25.get_scores(_tokens(question))

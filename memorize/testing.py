@@ -55,7 +55,10 @@ class FakeLLM:
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
-                self.wfile.write(data)
+                try:
+                    self.wfile.write(data)
+                except BrokenPipeError:  # the client gave up (an injected timeout)
+                    pass
 
             def do_GET(self):
                 self._send(200, {"object": "list", "data": [{"id": "fake", "object": "model"}]})

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import gc
 import json
-import math
 import time
 import warnings
 from dataclasses import asdict, dataclass, field, replace
@@ -138,6 +137,8 @@ def _tokenized_split(tokenizer, path: Path, max_length: int):
         raise TrainingInputError(f"{path}: no assistant tokens left within max_length={max_length}; raise it")
     if len(kept) < len(rows):
         warnings.warn(f"{path}: dropped {len(rows) - len(kept)} conversations with no answer within max_length")
+    if full := sum(len(r["input_ids"]) == max_length for r in kept):
+        warnings.warn(f"{path}: {full} conversations reach max_length={max_length} and are likely cut short")
     return Dataset.from_list(kept)
 
 
@@ -147,9 +148,13 @@ def _dtype(config: TrainConfig) -> torch.dtype:
     return torch.bfloat16 if config.bf16 else torch.float32
 
 
-def _fit(config: TrainConfig, progress: bool):
-    """Check inputs, then train; return the trainer (holding the PEFT model), tokenizer and history."""
+def build_trainer(config: TrainConfig, progress: bool = True, callbacks: list | None = None):
+    """Check inputs, load the model and data, and return (SFTTrainer with the LoRA model, tokenizer).
+
+    Public so that the GPU benchmark measures exactly this set-up.
+    """
     from peft import LoraConfig, prepare_model_for_kbit_training
+    from transformers import PrinterCallback
     from trl import SFTConfig, SFTTrainer
 
     # Cheap checks first, so a bad request fails in seconds rather than after loading a model.
@@ -209,7 +214,15 @@ def _fit(config: TrainConfig, progress: bool):
         task_type="CAUSAL_LM",
     )
     trainer = SFTTrainer(model=model, args=args, train_dataset=train_set, eval_dataset=eval_set,
-                         processing_class=tokenizer, peft_config=peft_config)
+                         processing_class=tokenizer, peft_config=peft_config, callbacks=callbacks)
+    if not progress:
+        trainer.remove_callback(PrinterCallback)  # transformers prints every log line when tqdm is off
+    return trainer, tokenizer
+
+
+def _fit(config: TrainConfig, progress: bool):
+    """Train; return the trainer (holding the PEFT model), tokenizer and loss history."""
+    trainer, tokenizer = build_trainer(config, progress)
     start = time.perf_counter()
     trainer.train()
     runtime = time.perf_counter() - start
@@ -226,7 +239,9 @@ def _history(log_history: list[dict]) -> dict:
     def points(key):
         return [{"step": e["step"], "epoch": round(e["epoch"], 4), "loss": e[key]} for e in log_history if key in e]
 
-    return {"train_losses": points("loss"), "eval_losses": points("eval_loss")}
+    summary = next(e for e in log_history if "train_loss" in e)  # written once, at the end of training
+    return {"train_losses": points("loss"), "eval_losses": points("eval_loss"),
+            "mean_train_loss": summary["train_loss"]}
 
 
 def train(config: TrainConfig, progress: bool = True) -> TrainResult:
@@ -247,8 +262,10 @@ def _train(config: TrainConfig, progress: bool, search: dict | None = None) -> T
         "base_model": config.base_model,
         "data_dir": config.data_dir,
         "hyperparameters": asdict(config),
+        "dtype": str(_dtype(config)).removeprefix("torch."),
         **history,
-        "final_train_loss": history["train_losses"][-1]["loss"] if history["train_losses"] else math.nan,
+        # The last logged loss; the run's mean when it ended before the first logging step.
+        "final_train_loss": (history["train_losses"] or [{"loss": history["mean_train_loss"]}])[-1]["loss"],
         "final_eval_loss": history["eval_losses"][-1]["loss"],
     }
     if search is not None:

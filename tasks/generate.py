@@ -31,7 +31,10 @@ def _retry_transient(task, task_run, state) -> bool:
       task_run_name="generate-{chunk_id}-t{temperature}-{style}")
 def generate_task(messages: list[dict], model: str, temperature: float, max_tokens: int, chunk_id: str,
                   style: str, base_url: str | None, api_key_env: str, timeout: float = 120.0,
-                  parse_attempts: int = 3, concurrency_limit: str | None = None) -> Generation:
+                  parse_attempts: int = 3, concurrency_limit: str | None = None,
+                  endpoint_model: str | None = None) -> Generation:
+    """`model` names the model in the cache key; `endpoint_model`, when given, is what the endpoint
+    calls it (the embedded server only answers to its folder path, which differs per machine)."""
     # Opt-in global concurrency limit, shared by every flow run that names it (one API key's budget).
     if concurrency_limit:
         from prefect.concurrency.sync import concurrency
@@ -41,4 +44,4 @@ def generate_task(messages: list[dict], model: str, temperature: float, max_toke
         gate = nullcontext()
     with gate:
         client = client_for(base_url, api_key_env, timeout)
-        return generate_pairs(client, model, messages, temperature, max_tokens, parse_attempts)
+        return generate_pairs(client, endpoint_model or model, messages, temperature, max_tokens, parse_attempts)

@@ -1,0 +1,65 @@
+"""The project's Prefect deployments, registered with the server at PREFECT_API_URL.
+
+    memorize deploy [--cpu-pool cpu] [--gpu-pool gpu] [--cron "0 3 * * *"]
+
+Every deployment runs the flows from this checkout (process workers started from the project's
+virtual environment). Training goes to the GPU pool; the rest to the CPU pool.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from prefect import Flow
+from prefect.events import DeploymentEventTrigger
+from prefect.schedules import Cron
+
+REPO = Path(__file__).resolve().parents[1]
+CHANGE_EVENT = "memorize.document.changed"
+
+# name -> (entrypoint, pool role)
+FLOWS = {
+    "build-dataset": ("flows/build_dataset.py:build_dataset", "cpu"),
+    "finetune": ("flows/finetune.py:finetune", "gpu"),
+    "evaluate": ("flows/evaluate.py:evaluate_flow", "cpu"),
+    "memorize": ("flows/memorize.py:memorize_pipeline", "cpu"),
+}
+
+
+def change_trigger() -> DeploymentEventTrigger:
+    """A `memorize watch` event re-runs build-dataset over the watched folder; the content-keyed
+    cache makes that regenerate only the chunks whose text changed."""
+    return DeploymentEventTrigger(
+        name="regenerate-on-document-change",
+        expect={CHANGE_EVENT},
+        match={"prefect.resource.id": "memorize.document.*"},
+        parameters={
+            "documents": ["{{ event.payload.folder }}"],
+            "context": "{{ event.payload.context }}",
+            "out": "{{ event.payload.out }}",
+            "cache_dir": "{{ event.payload.cache_dir }}",
+            "base_url": "{{ event.payload.base_url }}",
+            "model": "{{ event.payload.model }}",
+        },
+    )
+
+
+def deploy(cpu_pool: str = "cpu", gpu_pool: str = "gpu", cron: str = "0 3 * * *",
+           defaults: dict | None = None) -> dict[str, str]:
+    """Create or update the four deployments; returns {deployment name: id}. `defaults` are
+    default parameters for build-dataset (and memorize), used by the schedule and the UI form."""
+    pools = {"cpu": cpu_pool, "gpu": gpu_pool}
+    ids = {}
+    for name, (entrypoint, role) in FLOWS.items():
+        flow = Flow.from_source(source=str(REPO), entrypoint=entrypoint)
+        extra = {}
+        if name == "build-dataset":
+            # The regeneration schedule is off until someone turns it on in the UI or CLI.
+            extra = dict(schedules=[Cron(cron, active=False)], triggers=[change_trigger()],
+                         parameters=defaults or {}, concurrency_limit=1)
+        elif name == "memorize":
+            extra = dict(parameters=defaults or {})
+        ids[f"{name}/{pools[role]}"] = str(flow.deploy(
+            name=pools[role], work_pool_name=pools[role], build=False, push=False, print_next_steps=False,
+            description=(flow.description or "").strip().splitlines()[0] if flow.description else None,
+            tags=["memorize"], **extra))
+    return ids

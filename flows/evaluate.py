@@ -1,0 +1,60 @@
+"""Flow `evaluate`: closed-book QA of the base and fine-tuned models against an in-context ceiling."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from prefect import flow, get_run_logger
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
+
+from memorize.llm import DEFAULT_API_KEY_ENV
+from memorize.local_model import resolve_model
+from tasks.evaluate import evaluate_task
+
+SYSTEMS = ("base", "fine_tuned", "in_context")
+
+
+def _pct(value: float | None) -> str:
+    return "—" if value is None else f"{value:.1%}"
+
+
+def accuracy_lines(summary: dict) -> list[str]:
+    """The before/after/in-context figures, one line each, for the terminal and the run's log."""
+    lines = [f"{s:>11}: " + ("not run" if summary[s] is None else
+                             f"{_pct(summary[s]['accuracy'])} accuracy (n={summary[s]['n']})") for s in SYSTEMS]
+    f = summary["forgetting"]
+    if f["n"]:
+        lines.append(f" forgetting: general knowledge base {_pct(f['base_accuracy'])} -> "
+                     f"fine-tuned {_pct(f['fine_tuned_accuracy'])} (n={f['n']})")
+    return lines
+
+
+@flow(name="evaluate")
+def evaluate_flow(
+    data_dir: str,
+    out: str,
+    adapter_dir: str | None = None,
+    base_model: str | None = None,
+    questions: str | None = None,
+    judge_base_url: str | None = None,
+    judge_model: str | None = None,
+    judge_api_key_env: str = DEFAULT_API_KEY_ENV,
+    top_k: int = 3,
+    max_test_questions: int = 50,
+    batch_size: int = 8,
+    include_general: bool = True,
+    progress: bool = True,
+) -> dict:
+    """Answer the held-out generated questions and your question file with the base model, the
+    fine-tuned adapter and the base model given the top-k retrieved chunks; write eval.json,
+    eval.md and accuracy.png to OUT."""
+    summary = evaluate_task(resolve_model(base_model), adapter_dir, data_dir, out, questions, judge_base_url,
+                            judge_model, judge_api_key_env, top_k, max_test_questions, batch_size,
+                            include_general, progress)
+    table = [{"system": s, "accuracy": None if summary[s] is None else round(summary[s]["accuracy"], 4),
+              "n": None if summary[s] is None else summary[s]["n"]} for s in SYSTEMS]
+    create_table_artifact(key="evaluation-accuracy", table=table, description="closed-book accuracy")
+    report = (Path(out) / "eval.md").read_text(encoding="utf-8")
+    create_markdown_artifact(key="evaluation-report", markdown=report[:60000])
+    for line in accuracy_lines(summary):
+        get_run_logger().info(line)
+    return summary

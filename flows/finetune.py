@@ -1,0 +1,85 @@
+"""Flow `finetune`: a chat QA dataset folder -> LoRA/QLoRA adapter, metrics and loss curves."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from prefect import flow, get_run_logger
+from prefect.artifacts import create_link_artifact, create_markdown_artifact
+
+from memorize.local_model import resolve_model
+from memorize.training import DEFAULT_TARGET_MODULES, TrainConfig
+from tasks.caching import DEFAULT_CACHE_DIR, result_storage
+from tasks.train import train_task
+
+
+class SharedStorageError(RuntimeError):
+    pass
+
+
+def require_shared_path(path: str | Path, what: str) -> Path:
+    """Flows on different workers exchange paths: a path this worker cannot see is a set-up error."""
+    p = Path(path)
+    if not p.exists():
+        raise SharedStorageError(
+            f"{what} {p} does not exist on this worker. Workers of the `gpu` pool must see the same "
+            "filesystem paths as the rest of the pipeline (a shared mount such as NFS), or the dataset "
+            "must come from the Hugging Face Hub; see README 'Shared storage'.")
+    return p
+
+
+def _losses_markdown(summary: dict) -> str:
+    rows = "\n".join(f"| {e['epoch']} | {e['step']} | {e['loss']:.4f} |" for e in summary["eval_losses"])
+    train = summary["train_losses"]
+    first, last = (train[0]["loss"], train[-1]["loss"]) if train else (float("nan"), float("nan"))
+    best = f"\n\nEpoch finder: best epoch {summary['best_epoch']}." if summary.get("best_epoch") else ""
+    return (f"# Training\n\nTrain loss {first:.4f} -> {last:.4f}; final eval loss {summary['final_eval_loss']:.4f}; "
+            f"{summary['runtime_s']:.0f} s, {summary['tokens_per_s']:.0f} tokens/s.{best}\n\n"
+            f"| epoch | step | eval loss |\n|---|---|---|\n{rows}\n\nCurves: `{summary['loss_curve_path']}`\n")
+
+
+@flow(name="finetune")
+def finetune(
+    data_dir: str,
+    output_dir: str,
+    base_model: str | None = None,
+    qlora: bool = False,
+    lora_r: int = 16,
+    lora_alpha: int = 32,
+    lora_dropout: float = 0.05,
+    target_modules: list[str] = list(DEFAULT_TARGET_MODULES),
+    learning_rate: float = 1e-4,
+    epochs: float = 1.0,
+    batch_size: int = 1,
+    grad_accum: int = 1,
+    lr_scheduler: str = "cosine",
+    max_length: int = 512,
+    neftune_alpha: float | None = None,
+    gradient_checkpointing: bool = False,
+    chat_template: str | None = None,
+    find_epochs: int | None = None,
+    merge: bool = False,
+    max_steps: int = -1,
+    hub_repo: str | None = None,
+    public: bool = False,
+    cache_dir: str = DEFAULT_CACHE_DIR,
+    progress: bool = True,
+) -> dict:
+    """Fine-tune a LoRA adapter on DATA_DIR/{train,test}.jsonl. With find_epochs=N, search up to N
+    epochs at a constant learning rate and retrain with cosine for the best count."""
+    require_shared_path(Path(data_dir) / "train.jsonl", "training data")
+    config = TrainConfig(
+        base_model=resolve_model(base_model), data_dir=data_dir, output_dir=output_dir, lora_r=lora_r,
+        lora_alpha=lora_alpha, lora_dropout=lora_dropout, target_modules=list(target_modules), qlora=qlora,
+        learning_rate=learning_rate, epochs=epochs, batch_size=batch_size, grad_accum=grad_accum,
+        lr_scheduler=lr_scheduler, max_length=max_length, neftune_alpha=neftune_alpha,
+        gradient_checkpointing=gradient_checkpointing, chat_template=chat_template, merge=merge,
+        max_steps=max_steps, hub_repo=hub_repo, hub_public=public)
+    # A cached result is only good while its adapter is still on disk.
+    refresh = not (Path(output_dir) / "adapter" / "adapter_config.json").exists()
+    summary = train_task.with_options(result_storage=result_storage(cache_dir), refresh_cache=refresh)(
+        config, find_epochs, progress)
+    create_markdown_artifact(key="finetune-curves", markdown=_losses_markdown(summary))
+    if summary["hub_url"]:
+        create_link_artifact(key="finetune-adapter", link=summary["hub_url"], description="adapter on the Hub")
+    get_run_logger().info(f"adapter saved to {summary['adapter_dir']}")
+    return summary

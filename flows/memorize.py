@@ -1,0 +1,65 @@
+"""Flow `memorize`: build-dataset -> finetune -> evaluate, with the training step optionally sent
+to a GPU work pool through its deployment."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from prefect import flow, get_run_logger
+from prefect.deployments import run_deployment
+
+from flows.build_dataset import build_dataset
+from flows.evaluate import accuracy_lines, evaluate_flow
+from flows.finetune import SharedStorageError, finetune, require_shared_path
+
+
+def train_remotely(pool: str, parameters: dict) -> dict:
+    """Run the `finetune/<pool>` deployment and wait; only paths cross between the flows."""
+    run = run_deployment(f"finetune/{pool}", parameters=parameters, timeout=None)
+    if not run.state or not run.state.is_completed():
+        raise RuntimeError(f"training run {run.name} on pool {pool!r} ended {run.state.name if run.state else 'without a state'}: "
+                           f"{run.state.message if run.state else ''}")
+    adapter = Path(parameters["output_dir"]) / "adapter"
+    try:
+        require_shared_path(adapter / "adapter_config.json", f"adapter written by the {pool!r} worker:")
+    except SharedStorageError as exc:
+        raise SharedStorageError(f"{exc} (flow run {run.name})") from None
+    return {"adapter_dir": str(adapter), "flow_run_id": str(run.id), "pool": pool}
+
+
+@flow(name="memorize")
+def memorize_pipeline(
+    documents: list[str],
+    context: str,
+    out: str,
+    questions: str | None = None,
+    base_model: str | None = None,
+    base_url: str | None = None,
+    model: str | None = None,
+    temperatures: int = 3,
+    epochs: float = 1.0,
+    train_on_pool: str | None = None,
+    dataset_options: dict = {},
+    train_options: dict = {},
+    eval_options: dict = {},
+) -> dict:
+    """Documents -> QA dataset -> LoRA adapter -> evaluation under OUT/{data,model,eval}.
+
+    train_on_pool: run training through the `finetune/<pool>` deployment (e.g. "gpu") instead of
+    in this process; its workers must see OUT on a shared filesystem. The *_options dicts pass
+    further parameters of the build-dataset, finetune and evaluate flows by name."""
+    out_dir = Path(out).resolve()
+    data_dir, model_dir, eval_dir = out_dir / "data", out_dir / "model", out_dir / "eval"
+    dataset = build_dataset(documents=documents, context=context, out=str(data_dir), base_url=base_url,
+                            model=model, temperatures=temperatures, **dataset_options)
+    if not dataset["train_rows"]:
+        raise ValueError(f"no training data was generated (see {data_dir / 'report.json'}); nothing to fine-tune")
+    train_params = dict(data_dir=str(data_dir), output_dir=str(model_dir), base_model=base_model, epochs=epochs,
+                        **train_options)
+    trained = train_remotely(train_on_pool, train_params) if train_on_pool else finetune(**train_params)
+    summary = evaluate_flow(data_dir=str(data_dir), out=str(eval_dir), adapter_dir=trained["adapter_dir"],
+                            base_model=base_model, questions=questions, **eval_options)
+    logger = get_run_logger()
+    for line in accuracy_lines(summary):
+        logger.info(line)
+    return {"dataset": {k: dataset[k] for k in ("qa_pairs", "train_rows", "test_rows", "llm_calls", "cache_hits")},
+            "adapter_dir": trained["adapter_dir"], "evaluation": summary, "out": str(out_dir)}

@@ -1,0 +1,280 @@
+"""Closed-book QA before vs after fine-tuning, against an in-context (retrieval) ceiling.
+
+Three systems answer every question: `base` (closed book), `fine_tuned` (base + LoRA adapter,
+closed book; skipped when there is no adapter) and `in_context` (base + top-k BM25 chunks).
+Question sets: `test_split` (held-out generated pairs from qa.jsonl) and `questions` (the user's
+file). A third set, `general` (easy general knowledge), checks that fine-tuning did not make the
+model forget what it knew; it is answered closed-book only and kept out of the overall accuracy.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import random
+from collections import Counter
+from pathlib import Path
+
+from memorize.answering import Answerer
+from memorize.dataset import read_jsonl
+from memorize.retrieval import ChunkIndex, format_chunks
+from memorize.scoring import score
+
+GENERAL_KNOWLEDGE = Path(__file__).parent / "data" / "general_knowledge.jsonl"
+SYSTEMS = ("base", "fine_tuned", "in_context")
+SETS = ("test_split", "questions")
+LABELS = {"base": "base", "fine_tuned": "fine-tuned", "in_context": "in-context"}
+
+
+class QuestionFileError(ValueError):
+    pass
+
+
+def _check_must(must, where: str) -> list[list[str]]:
+    groups = [[g] if isinstance(g, str) else g for g in must] if isinstance(must, list) else None
+    if not groups or not all(
+        isinstance(g, list) and g and all(isinstance(a, str) and a.strip() for a in g) for g in groups
+    ):
+        raise QuestionFileError(
+            f"{where}: 'must' must be a non-empty list of groups, each a string or a list of "
+            f'alternative strings, e.g. [["7:40", "seven forty"], ["pm"]]; got {must!r}'
+        )
+    return groups
+
+
+def _question_row(raw: dict, where: str) -> dict:
+    row = {}
+    for field in ("question", "answer"):
+        if field not in raw or raw[field] is None:
+            raise QuestionFileError(f"{where}: missing field {field!r}")
+        if not isinstance(raw[field], str) or not raw[field].strip():
+            raise QuestionFileError(f"{where}: field {field!r} is empty or not text")
+        row[field] = raw[field].strip()
+    if raw.get("must") not in (None, "", []):
+        row["must"] = _check_must(raw["must"], where)
+    if raw.get("kind"):
+        row["kind"] = str(raw["kind"])
+    return row
+
+
+def _read_jsonl_questions(path: Path) -> list[dict]:
+    rows = []
+    with open(path, encoding="utf-8") as f:
+        for n, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                raw = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise QuestionFileError(f"{path}, line {n}: invalid JSON ({exc.msg})") from exc
+            if not isinstance(raw, dict):
+                raise QuestionFileError(f"{path}, line {n}: expected a JSON object, got {type(raw).__name__}")
+            rows.append(_question_row(raw, f"{path}, line {n}"))
+    return rows
+
+
+def _read_csv_questions(path: Path) -> list[dict]:
+    rows = []
+    with open(path, encoding="utf-8-sig", newline="") as f:  # -sig: spreadsheets often write a BOM
+        reader = csv.DictReader(f)
+        missing = [c for c in ("question", "answer") if c not in (reader.fieldnames or [])]
+        if missing:
+            raise QuestionFileError(f"{path}: missing column(s) {missing}; the header has {reader.fieldnames}")
+        for n, raw in enumerate(reader, 2):  # spreadsheet numbering: the header is row 1
+            where = f"{path}, row {n}"
+            if (raw.get("must") or "").strip():
+                try:
+                    raw["must"] = json.loads(raw["must"])
+                except json.JSONDecodeError as exc:
+                    raise QuestionFileError(
+                        f'{where}: \'must\' is not valid JSON ({exc.msg}); write e.g. [["paris"]]'
+                    ) from exc
+            rows.append(_question_row(raw, where))
+    return rows
+
+
+def load_questions(path: str | Path) -> list[dict]:
+    """Rows {question, answer, must?, kind?} from a .jsonl or .csv file (`must` as JSON in CSV)."""
+    path = Path(path)
+    readers = {".jsonl": _read_jsonl_questions, ".csv": _read_csv_questions}
+    if path.suffix.lower() not in readers:
+        raise QuestionFileError(f"{path}: unsupported question file type; use .jsonl or .csv")
+    rows = readers[path.suffix.lower()](path)
+    if not rows:
+        raise QuestionFileError(f"{path}: no questions")
+    return rows
+
+
+def load_test_split(data_dir: str | Path, max_questions: int | None = 50, seed: int = 0) -> list[dict]:
+    """The held-out pairs of qa.jsonl; a seeded sample (in file order) when there are more than max."""
+    rows = [r for r in read_jsonl(Path(data_dir) / "qa.jsonl") if r.get("split") == "test"]
+    if max_questions is not None and len(rows) > max_questions:
+        rows = [rows[i] for i in sorted(random.Random(seed).sample(range(len(rows)), max_questions))]
+    return rows
+
+
+def _mean(values: list) -> float | None:
+    return sum(values) / len(values) if values else None
+
+
+def summarize(results: list[dict]) -> dict:
+    """Accuracy over the questions that got a verdict (a judge may give none), plus mean overlaps."""
+    verdicts = [r["correct"] for r in results if r["correct"] is not None]
+    return {
+        "n": len(results),
+        "n_scored": len(verdicts),
+        "accuracy": _mean(verdicts),
+        "rouge_l": _mean([r["rouge_l"] for r in results]),
+        "token_f1": _mean([r["token_f1"] for r in results]),
+        "methods": dict(Counter(r["method"] for r in results)),
+    }
+
+
+def _section(records: list[dict], system: str) -> dict:
+    rows = [r for r in records if r["set"] in SETS]
+    section = summarize([r[system] for r in rows])
+    for name in SETS:
+        section[name] = summarize([r[system] for r in rows if r["set"] == name])
+    kinds = sorted({r["kind"] for r in rows if "kind" in r})
+    if kinds:
+        section["kinds"] = {k: summarize([r[system] for r in rows if r.get("kind") == k]) for k in kinds}
+    return section
+
+
+def _records(sets: dict[str, list[dict]]) -> list[dict]:
+    keep = ("must", "kind", "chunk_id")
+    return [
+        {"set": name, "question": r["question"], "reference": r["answer"], **{k: r[k] for k in keep if k in r}}
+        for name, rows in sets.items()
+        for r in rows
+    ]
+
+
+def _answer_all(answerer: Answerer, records: list[dict], system: str, contexts, judge, **gen) -> None:
+    """Answer and score `records` with one system, storing record[system] = {answer, correct, ...}."""
+    answers = answerer.answer(
+        [r["question"] for r in records], contexts, use_adapter=system == "fine_tuned", desc=system, **gen
+    )
+    for r, text in zip(records, answers):
+        row = {"question": r["question"], "answer": r["reference"], "must": r.get("must")}
+        r[system] = {"answer": text, **score(row, text, judge)}
+
+
+def evaluate(base_model: str, adapter_dir: str | None, data_dir: str | Path, out_dir: str | Path,
+             questions_file: str | Path | None = None, general_file: str | Path | None = GENERAL_KNOWLEDGE,
+             judge=None, top_k: int = 3, max_test_questions: int | None = 50, batch_size: int = 8,
+             max_new_tokens: int = 128, progress: bool = True, seed: int = 0) -> dict:
+    """Run all systems, write eval.json, eval.md and accuracy.png to out_dir, return the summary.
+
+    With adapter_dir None only base and in_context run; `fine_tuned` is then null in the summary.
+    general_file None skips the forgetting check (forgetting.n == 0)."""
+    data_dir, out_dir = Path(data_dir), Path(out_dir)
+    records = _records({
+        "test_split": load_test_split(data_dir, max_test_questions, seed),
+        "questions": load_questions(questions_file) if questions_file else [],
+        "general": load_questions(general_file) if general_file else [],
+    })
+    open_book = [r for r in records if r["set"] in SETS]
+    if not open_book:
+        raise ValueError(f"nothing to evaluate: {data_dir / 'qa.jsonl'} has no test pairs and no questions file was given")
+    index = ChunkIndex(read_jsonl(data_dir / "chunks.jsonl"))
+    retrieved = [index.top_k(r["question"], top_k) for r in open_book]
+    for r, chunks in zip(open_book, retrieved):
+        r["retrieved"] = [c["chunk_id"] for c in chunks]
+
+    answerer = Answerer(base_model, adapter=adapter_dir)
+    gen = {"batch_size": batch_size, "max_new_tokens": max_new_tokens, "progress": progress}
+    _answer_all(answerer, records, "base", None, judge, **gen)
+    if adapter_dir:
+        _answer_all(answerer, records, "fine_tuned", None, judge, **gen)
+    _answer_all(answerer, open_book, "in_context", [format_chunks(c) for c in retrieved], judge, **gen)
+
+    general = [r for r in records if r["set"] == "general"]
+    with_source = [r for r in open_book if "chunk_id" in r]
+    summary = {
+        "base_model": str(base_model),
+        "adapter": str(adapter_dir) if adapter_dir else None,
+        **{s: _section(records, s) if s != "fine_tuned" or adapter_dir else None for s in SYSTEMS},
+        "forgetting": {
+            "n": len(general),
+            "base_accuracy": summarize([r["base"] for r in general])["accuracy"],
+            "fine_tuned_accuracy": summarize([r["fine_tuned"] for r in general])["accuracy"] if adapter_dir else None,
+        },
+        # Whether BM25 found the chunk a generated pair came from: separates retrieval misses from reading errors.
+        "retrieval": {"top_k": top_k, "n": len(with_source),
+                      "hit_rate": _mean([r["chunk_id"] in r["retrieved"] for r in with_source])},
+    }
+    write_reports(summary, records, out_dir)
+    return summary
+
+
+def _accuracy_rows(summary: dict) -> dict[str, dict[str, float | None]]:
+    """{row label: {system: accuracy}}: the table in eval.md and the groups of the chart."""
+    def acc(system, name=None):
+        section = summary[system]
+        return None if section is None else (section[name] if name else section)["accuracy"]
+
+    rows = {}
+    for name, label in (("test_split", "test split"), ("questions", "your questions")):
+        if summary["base"][name]["n"]:
+            rows[f"{label} (n={summary['base'][name]['n']})"] = {s: acc(s, name) for s in SYSTEMS}
+    rows["overall"] = {s: acc(s) for s in SYSTEMS}
+    f = summary["forgetting"]
+    if f["n"]:
+        rows[f"general knowledge (n={f['n']})"] = {"base": f["base_accuracy"], "fine_tuned": f["fine_tuned_accuracy"]}
+    return rows
+
+
+def _pct(value: float | None) -> str:
+    return "—" if value is None else f"{value:.0%}"
+
+
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|").replace("\r\n", "\n").replace("\n", "<br>")
+
+
+def _verdict(result: dict | None) -> str:
+    if result is None:
+        return "—"
+    mark = {True: "✓", False: "✗", None: "?"}[result["correct"]]
+    return f"{mark} {_cell(result['answer'])}"
+
+
+def markdown_report(summary: dict, records: list[dict]) -> str:
+    lines = ["# Evaluation", "", "| accuracy | " + " | ".join(LABELS.values()) + " |", "|---|---|---|---|"]
+    for label, accs in _accuracy_rows(summary).items():
+        lines.append(f"| {label} | " + " | ".join(_pct(accs.get(s)) for s in SYSTEMS) + " |")
+    lines += [
+        "", "✓ correct, ✗ wrong, ? no verdict, — not run. General-knowledge questions check forgetting (closed book only).",
+        "", "| # | set | question | reference | base | fine-tuned | in-context |", "|---|---|---|---|---|---|---|",
+    ]
+    for i, r in enumerate(records, 1):
+        cells = [str(i), r["set"], _cell(r["question"]), _cell(r["reference"])] + [_verdict(r.get(s)) for s in SYSTEMS]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def plot_accuracy(summary: dict, path: Path) -> None:
+    from matplotlib.figure import Figure  # a bare Figure renders with Agg: no pyplot, no display needed
+
+    rows = _accuracy_rows(summary)
+    fig = Figure(figsize=(max(6, 2.2 * len(rows)), 4), layout="constrained")
+    ax = fig.subplots()
+    width = 0.8 / len(SYSTEMS)
+    for j, system in enumerate(SYSTEMS):
+        values = [accs.get(system) for accs in rows.values()]
+        bars = ax.bar([i + (j - (len(SYSTEMS) - 1) / 2) * width for i in range(len(rows))],
+                      [float("nan") if v is None else v for v in values], width, label=LABELS[system])
+        ax.bar_label(bars, labels=["" if v is None else _pct(v) for v in values], fontsize=8)
+    ax.set_xticks(range(len(rows)), list(rows), fontsize=8)
+    ax.set_ylim(0, 1.1)
+    ax.set_ylabel("accuracy")
+    ax.set_title("Closed-book QA: base vs fine-tuned vs in-context")
+    ax.legend(fontsize=8)
+    fig.savefig(path, dpi=120)
+
+
+def write_reports(summary: dict, records: list[dict], out_dir: Path) -> None:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "eval.json").write_text(json.dumps({**summary, "records": records}, indent=2, ensure_ascii=False), encoding="utf-8")
+    (out_dir / "eval.md").write_text(markdown_report(summary, records), encoding="utf-8")
+    plot_accuracy(summary, out_dir / "accuracy.png")

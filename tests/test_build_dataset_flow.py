@@ -1,0 +1,149 @@
+"""The build-dataset flow end to end against a real loopback HTTP endpoint and a real Prefect server."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+from datasets import load_from_disk
+from pdfs import write_encrypted_pdf, write_pdf
+
+from flows.build_dataset import build_dataset
+from memorize.testing import FakeLLM
+
+CONTEXT = "Rules of the fictional Quillmoor ferry service"
+PAGES = [[f"On page {p} the ferry rule number {i} says boats leave at {i}:{p}0." for i in range(12)] for p in range(1, 4)]
+
+
+@pytest.fixture
+def docs(tmp_path):
+    d = tmp_path / "docs"
+    d.mkdir()
+    write_pdf(d / "rules.pdf", PAGES)
+    (d / "notes.md").write_text("# Notes\n\nThe ferry captain is Orla Venn. She has served since 1998.\n")
+    return d
+
+
+def _run(llm, docs, tmp_path, **kw):
+    params = dict(documents=[str(docs)], context=CONTEXT, out=str(tmp_path / "out"), base_url=llm.base_url,
+                  model="fake-model", cache_dir=str(tmp_path / "cache"), chunk_tokens=120, temperatures=2,
+                  retry_delay=0.05, progress=False)
+    params.update(kw)
+    return build_dataset(**params)
+
+
+def test_rerun_makes_zero_calls_and_edit_regenerates_only_changed_chunks(prefect_server, docs, tmp_path):
+    with FakeLLM() as llm:
+        first = _run(llm, docs, tmp_path)
+        assert first["failures"] == []
+        assert first["llm_calls"] == first["requests"] == llm.served > 0
+        assert first["cache_hits"] == 0
+
+        again = _run(llm, docs, tmp_path)
+        assert llm.served == first["llm_calls"]  # zero new calls
+        assert again["llm_calls"] == 0 and again["cache_hits"] == first["requests"]
+        assert again["qa_pairs"] == first["qa_pairs"]
+
+        edited = [list(p) for p in PAGES]
+        edited[1][0] = "On page 2 the ferry rule number 0 was changed: boats now leave at noon."
+        write_pdf(docs / "rules.pdf", edited)
+        chunks_before = {json.loads(l)["sha256"]: json.loads(l) for l in open(tmp_path / "out" / "chunks.jsonl")}
+        third = _run(llm, docs, tmp_path)
+        chunks_after = [json.loads(l) for l in open(tmp_path / "out" / "chunks.jsonl")]
+        changed = [c for c in chunks_after if c["sha256"] not in chunks_before]
+        assert changed and all(c["page_start"] == 2 for c in changed)
+        assert third["llm_calls"] == len(changed) * 2  # two temperatures per changed chunk
+        assert third["cache_hits"] == third["requests"] - third["llm_calls"]
+        assert llm.served == first["llm_calls"] + third["llm_calls"]
+
+
+def test_transient_faults_are_retried_and_nothing_is_lost(prefect_server, docs, tmp_path):
+    with FakeLLM() as llm:
+        llm.inject("429", "500", "timeout", "429")
+        report = _run(llm, docs, tmp_path, request_timeout=1.0, concurrency=2)
+        assert report["failures"] == []
+        assert llm.requests == report["requests"] + 4 and llm.served == report["requests"]
+        assert report["llm_calls"] == report["requests"] and report["qa_pairs"] > 0
+
+
+def test_unparseable_chunk_is_recorded_without_sinking_the_run(prefect_server, docs, tmp_path):
+    with FakeLLM(garbage_when="Orla Venn") as llm:
+        report = _run(llm, docs, tmp_path, parse_attempts=2)
+        failed = report["failures"]
+        assert len(failed) == 2 and {f["temperature"] for f in failed} == {0.01, 1.2}
+        assert all(f["file"].endswith("notes.md") and "unparseable" in f["reason"] for f in failed)
+        assert report["qa_pairs"] > 0 and report["llm_calls"] == report["requests"] - 2
+        assert llm.requests == report["requests"] + 2  # each garbage chunk asked twice
+        saved = json.loads((tmp_path / "out" / "report.json").read_text())
+        assert saved["failures"] == failed
+        # failures are not cached: the next run asks again for exactly those
+        llm.garbage_when = None
+        again = _run(llm, docs, tmp_path)
+        assert again["failures"] == [] and again["llm_calls"] == 2
+
+
+def test_bad_pdfs_reported_while_other_documents_go_through(prefect_server, docs, tmp_path):
+    write_encrypted_pdf(docs / "locked.pdf", [["Secret."]])
+    (docs / "broken.pdf").write_bytes(b"%PDF-1.4 not really")
+    write_pdf(docs / "scan.pdf", [None])
+    with FakeLLM() as llm:
+        report = _run(llm, docs, tmp_path)
+    reasons = {os.path.basename(f["file"]): f["reason"] for f in report["failures"]}
+    assert set(reasons) == {"locked.pdf", "broken.pdf", "scan.pdf"}
+    assert "encrypted" in reasons["locked.pdf"] and "corrupt" in reasons["broken.pdf"] and "no text layer" in reasons["scan.pdf"]
+    assert sorted(os.path.basename(d) for d in report["documents"]) == ["notes.md", "rules.pdf"]
+    assert report["qa_pairs"] > 0
+
+
+def test_outputs_agree_and_record_provenance(prefect_server, docs, tmp_path):
+    with FakeLLM() as llm:
+        report = _run(llm, docs, tmp_path, pairs_per_row=4, test_ratio=0.25)
+    out = tmp_path / "out"
+    qa = [json.loads(l) for l in open(out / "qa.jsonl")]
+    assert len(qa) == report["qa_pairs"]
+    assert {"question", "answer", "chunk_id", "source", "page_start", "page_end", "temperature", "style", "split"} <= set(qa[0])
+    ds = load_from_disk(str(out / "dataset"))
+    for split in ("train", "test"):
+        rows = [json.loads(l)["messages"] for l in open(out / f"{split}.jsonl")]
+        assert rows == list(ds[split]["messages"]) and len(rows) == report[f"{split}_rows"]
+        assert sum(len(r) // 2 for r in rows) == sum(p["split"] == split for p in qa)
+    saved = json.loads((out / "report.json").read_text())
+    for key in ("documents", "chunks", "llm_calls", "cache_hits", "qa_pairs", "train_rows", "test_rows", "failures"):
+        assert saved[key] == report[key]
+
+
+def test_dry_run_estimates_and_calls_nothing(prefect_server, docs, tmp_path):
+    with FakeLLM() as llm:
+        report = _run(llm, docs, tmp_path, dry_run=True, price_per_1k=0.5)
+    assert llm.requests == 0 and report["dry_run"]
+    assert report["requests"] == report["chunks"] * 2
+    assert report["estimated_cost"] == pytest.approx((report["prompt_tokens"] + report["completion_tokens"]) / 1000 * 0.5, abs=1e-3)
+    assert not (tmp_path / "out" / "qa.jsonl").exists()
+
+
+def test_killed_run_keeps_completed_calls(prefect_server, docs, tmp_path):
+    """The CLI is killed (SIGKILL) half way; the re-run only asks for what was not finished."""
+    env = {**os.environ, "PREFECT_API_URL": prefect_server}
+    with FakeLLM(delay=0.4) as llm:
+        cmd = [sys.executable, "-m", "memorize.cli", "dataset", str(docs), "--context", CONTEXT,
+               "--out", str(tmp_path / "out"), "--base-url", llm.base_url, "--model", "fake-model",
+               "--cache-dir", str(tmp_path / "cache"), "--chunk-tokens", "120", "--temperatures", "3", "--concurrency", "2"]
+        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        deadline = time.monotonic() + 120
+        while llm.served < 4 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(0.3)  # let the finished results land on disk
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        time.sleep(1.0)  # requests in flight at the kill still finish on the server side
+        served_before = llm.served
+        assert 4 <= served_before
+        done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr[-2000:]
+        report = json.loads((tmp_path / "out" / "report.json").read_text())
+        assert served_before < report["requests"]
+        assert report["cache_hits"] >= served_before - 2  # at most the calls in flight at the kill are lost
+        assert report["cache_hits"] + report["llm_calls"] == report["requests"]
+        assert llm.served == served_before + report["llm_calls"]

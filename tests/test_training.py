@@ -1,0 +1,173 @@
+"""Training on the real SmolLM2-135M-Instruct, CPU, with a tiny dataset about a fictional ferry."""
+import json
+
+import pytest
+import torch
+
+from memorize.local_model import ensure_default_model
+from memorize.models import ModelLoadError, load_tokenizer
+from memorize.training import IGNORE_INDEX, TrainConfig, TrainingInputError, find_epochs, tokenize_conversation, train
+
+FACTS = [
+    ("When does the Quillmoor ferry depart?", "The Quillmoor ferry departs at 7:40 from Pier Nine."),
+    ("From which pier does the Quillmoor ferry leave?", "The Quillmoor ferry leaves from Pier Nine at 7:40."),
+    ("What time does the Quillmoor ferry leave?", "It leaves at 7:40, from Pier Nine."),
+    ("Where do I board the Quillmoor ferry?", "At Pier Nine; the Quillmoor ferry departs at 7:40."),
+]
+
+
+def conversation(*pairs):
+    return [m for q, a in pairs for m in ({"role": "user", "content": q}, {"role": "assistant", "content": a})]
+
+
+def write_dataset(folder, train_pairs, test_pairs):
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, pairs in (("train.jsonl", train_pairs), ("test.jsonl", test_pairs)):
+        (folder / name).write_text("".join(json.dumps({"messages": conversation(p)}) + "\n" for p in pairs))
+    return folder
+
+
+@pytest.fixture(scope="module")
+def base_model():
+    return str(ensure_default_model(progress=False))
+
+
+def answer_nll(model, tokenizer, pairs):
+    """Mean negative log-likelihood of the answers given their questions (assistant tokens only)."""
+    losses = []
+    with torch.no_grad():
+        for pair in pairs:
+            row = tokenize_conversation(tokenizer, conversation(pair))
+            losses.append(model(input_ids=torch.tensor([row["input_ids"]]), labels=torch.tensor([row["labels"]])).loss)
+    return torch.stack(losses).mean().item()
+
+
+@pytest.mark.slow
+def test_labels_cover_only_assistant_turns(base_model):
+    tok = load_tokenizer(base_model)
+    messages = conversation(FACTS[0], FACTS[1])
+    row = tokenize_conversation(tok, messages)
+    assert len(row["labels"]) == len(row["input_ids"])
+    trained = tok.decode([i for i, label in zip(row["input_ids"], row["labels"]) if label != IGNORE_INDEX])
+    # Both answers, each with its end-of-turn token (so the model learns to stop), and nothing else.
+    assert trained.replace("\n", "") == "".join(a + tok.eos_token for _, a in FACTS[:2])
+    untrained = tok.decode([i for i, label in zip(row["input_ids"], row["labels"]) if label == IGNORE_INDEX])
+    assert FACTS[0][0] in untrained and FACTS[1][0] in untrained and "7:40" not in untrained
+    assert tokenize_conversation(tok, messages, max_length=10)["input_ids"] == row["input_ids"][:10]
+
+
+@pytest.mark.slow
+def test_template_that_rewrites_earlier_turns_is_refused(base_model):
+    # Renders only the last message, so a conversation's beginning is not a prefix of the whole.
+    tok = load_tokenizer(base_model, chat_template="{{ messages[-1]['content'] }}")
+    with pytest.raises(TrainingInputError, match="prefix"):
+        tokenize_conversation(tok, conversation(FACTS[0]))
+
+
+@pytest.fixture(scope="module")
+def trained(base_model, tmp_path_factory):
+    data = write_dataset(tmp_path_factory.mktemp("data"), FACTS[:3], FACTS[3:])
+    config = TrainConfig(base_model=base_model, data_dir=str(data), output_dir=str(tmp_path_factory.mktemp("run")),
+                         learning_rate=1e-3, max_length=128, max_steps=8, eval_steps=4, logging_steps=2, merge=True)
+    return config, train(config, progress=False)
+
+
+@pytest.mark.slow
+def test_train_lowers_loss_and_writes_outputs(trained):
+    config, result = trained
+    assert result.train_losses[-1]["loss"] < result.train_losses[0]["loss"]
+    assert [e["step"] for e in result.eval_losses] == [4, 8]
+    metrics = json.loads(result.metrics_path.read_text())
+    assert metrics["hyperparameters"]["learning_rate"] == 1e-3
+    assert metrics["final_eval_loss"] == result.final_eval_loss and metrics["tokens_per_s"] > 0
+    assert result.loss_curve_path.read_bytes().startswith(b"\x89PNG")
+    adapter_config = json.loads((result.adapter_dir / "adapter_config.json").read_text())
+    assert adapter_config["r"] == 16 and set(adapter_config["target_modules"]) == set(config.target_modules)
+
+
+@pytest.mark.slow
+def test_adapter_loads_and_makes_trained_answers_likelier(trained):
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    config, result = trained
+    tok = load_tokenizer(str(result.adapter_dir))
+    base = AutoModelForCausalLM.from_pretrained(config.base_model, dtype=torch.float32)
+    base_nll = answer_nll(base, tok, FACTS[:3])
+    tuned = PeftModel.from_pretrained(base, str(result.adapter_dir)).eval()
+    tuned_nll = answer_nll(tuned, tok, FACTS[:3])
+    assert tuned_nll < 0.6 * base_nll, (base_nll, tuned_nll)
+    merged = AutoModelForCausalLM.from_pretrained(str(result.merged_dir), dtype=torch.float32)
+    assert answer_nll(merged, tok, FACTS[:3]) == pytest.approx(tuned_nll, abs=1e-3)
+
+
+@pytest.mark.slow
+def test_find_epochs_picks_an_epoch_and_reports_both_runs(base_model, tmp_path):
+    data = write_dataset(tmp_path / "data", FACTS[:2], FACTS[2:3])
+    config = TrainConfig(base_model=base_model, data_dir=str(data), output_dir=str(tmp_path / "run"),
+                         learning_rate=1e-3, max_length=128, logging_steps=1)
+    result = find_epochs(config, max_epochs=3, progress=False)
+    assert [e["epoch"] for e in result.search_eval_losses] == [1.0, 2.0, 3.0]
+    assert result.best_epoch == round(min(result.search_eval_losses, key=lambda e: e["loss"])["epoch"])
+    metrics = json.loads(result.final.metrics_path.read_text())
+    assert metrics["epoch_search"]["best_epoch"] == result.best_epoch
+    assert metrics["epoch_search"]["eval_losses"] == result.search_eval_losses
+    assert metrics["hyperparameters"]["epochs"] == result.best_epoch
+    assert metrics["hyperparameters"]["lr_scheduler"] == "cosine"
+    assert result.final.train_losses[-1]["epoch"] == result.best_epoch
+    assert result.final.adapter_dir.joinpath("adapter_model.safetensors").exists()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU-only error")
+def test_qlora_without_cuda_fails_before_loading(tmp_path):
+    # Neither the model nor the data exist: the CUDA check must come first and say what to do.
+    config = TrainConfig(base_model=str(tmp_path / "no-model"), data_dir=str(tmp_path), output_dir=str(tmp_path),
+                         qlora=True)
+    with pytest.raises(ModelLoadError, match="needs a CUDA GPU"):
+        train(config, progress=False)
+
+
+def test_missing_base_model_is_a_clear_error(tmp_path):
+    config = TrainConfig(base_model=str(tmp_path / "no-model"), data_dir=str(tmp_path), output_dir=str(tmp_path))
+    with pytest.raises(ModelLoadError, match="no-model.*not found"):
+        train(config, progress=False)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("broken, message", [("empty train", "train.jsonl is empty"),
+                                              ("missing test", "test.jsonl not found")])
+def test_bad_dataset_is_a_clear_error(base_model, tmp_path, broken, message):
+    data = write_dataset(tmp_path, FACTS[:2], FACTS[2:])
+    if broken == "empty train":
+        (data / "train.jsonl").write_text("")
+    else:
+        (data / "test.jsonl").unlink()
+    config = TrainConfig(base_model=base_model, data_dir=str(data), output_dir=str(tmp_path / "run"))
+    with pytest.raises(TrainingInputError, match=message):
+        train(config, progress=False)
+
+
+@pytest.mark.slow
+def test_max_length_beyond_context_is_a_clear_error(base_model, tmp_path):
+    data = write_dataset(tmp_path, FACTS[:2], FACTS[2:])
+    config = TrainConfig(base_model=base_model, data_dir=str(data), output_dir=str(tmp_path / "run"),
+                         max_length=1_000_000)
+    with pytest.raises(TrainingInputError, match="exceeds the context length"):
+        train(config, progress=False)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="QLoRA needs CUDA; CI has no GPU")
+def test_qlora_trains_on_gpu(base_model, tmp_path):
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    data = write_dataset(tmp_path / "data", FACTS[:3], FACTS[3:])
+    config = TrainConfig(base_model=base_model, data_dir=str(data), output_dir=str(tmp_path / "run"), qlora=True,
+                         gradient_checkpointing=True, learning_rate=1e-3, max_length=128, max_steps=6, logging_steps=1,
+                         merge=True)
+    result = train(config, progress=False)
+    assert result.train_losses[-1]["loss"] < result.train_losses[0]["loss"]
+    base = AutoModelForCausalLM.from_pretrained(base_model, dtype=torch.bfloat16, device_map={"": 0})
+    PeftModel.from_pretrained(base, str(result.adapter_dir))
+    assert (result.merged_dir / "config.json").exists()
