@@ -20,8 +20,8 @@ CHANGE_EVENT = "memorize.document.changed"
 FLOWS = {
     "build-dataset": ("flows/build_dataset.py:build_dataset", "cpu"),
     "finetune": ("flows/finetune.py:finetune", "gpu"),
-    "evaluate": ("flows/evaluate.py:evaluate_flow", "cpu"),
-    "memorize": ("flows/memorize.py:memorize_pipeline", "cpu"),
+    "evaluate": ("flows/evaluate_flow.py:evaluate_flow", "cpu"),
+    "memorize": ("flows/pipeline.py:memorize_pipeline", "cpu"),
 }
 
 
@@ -37,9 +37,7 @@ def change_trigger() -> DeploymentEventTrigger:
             "context": "{{ event.payload.context }}",
             "out": "{{ event.payload.out }}",
             "cache_dir": "{{ event.payload.cache_dir }}",
-            "base_url": "{{ event.payload.base_url }}",
-            "model": "{{ event.payload.model }}",
-        },
+        },  # the endpoint (base_url, model) comes from the deployment's default parameters
     )
 
 

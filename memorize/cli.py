@@ -107,14 +107,14 @@ def _eval_params(a: argparse.Namespace) -> dict:
 
 
 def _print_summary(summary: dict) -> None:
-    from flows.evaluate import accuracy_lines
+    from flows.evaluate_flow import accuracy_lines
 
     print("\n".join(accuracy_lines(summary)))
 
 
 def cmd_train(a: argparse.Namespace) -> int:
     from flows.finetune import finetune
-    from flows.memorize import train_remotely
+    from flows.pipeline import train_remotely
 
     params = dict(data_dir=a.data_dir, output_dir=a.out, base_model=a.base_model, epochs=a.epochs, **_training_params(a))
     result = train_remotely(a.train_on_pool, params) if a.train_on_pool else finetune(**params)
@@ -123,7 +123,7 @@ def cmd_train(a: argparse.Namespace) -> int:
 
 
 def cmd_eval(a: argparse.Namespace) -> int:
-    from flows.evaluate import evaluate_flow
+    from flows.evaluate_flow import evaluate_flow
 
     summary = evaluate_flow(data_dir=a.data_dir, out=a.out, adapter_dir=a.adapter, base_model=a.base_model,
                             questions=a.questions, **_eval_params(a))
@@ -132,7 +132,7 @@ def cmd_eval(a: argparse.Namespace) -> int:
 
 
 def cmd_run(a: argparse.Namespace) -> int:
-    from flows.memorize import memorize_pipeline
+    from flows.pipeline import memorize_pipeline
 
     dataset = _dataset_params(a, out="")
     for key in ("documents", "context", "out", "base_url", "model", "temperatures"):
@@ -161,8 +161,7 @@ def cmd_watch(a: argparse.Namespace) -> int:
     if not folder.is_dir():
         print(f"{folder}: not a folder", file=sys.stderr)
         return 2
-    payload = {"context": a.context, "out": str(Path(a.out).resolve()), "cache_dir": str(Path(a.cache_dir).resolve()),
-               "base_url": a.base_url, "model": a.model}
+    payload = {"context": a.context, "out": str(Path(a.out).resolve()), "cache_dir": str(Path(a.cache_dir).resolve())}
     state = Path(a.state or Path(a.cache_dir) / "watch" / (folder.resolve().name + ".json"))
     Watcher(folder, state, payload).run(a.interval, once=a.once)
     return 0
@@ -171,9 +170,8 @@ def cmd_watch(a: argparse.Namespace) -> int:
 def cmd_deploy(a: argparse.Namespace) -> int:
     from deployments.deploy import deploy
 
-    defaults = {}
-    if a.documents:
-        defaults = {"documents": a.documents, "context": a.context, "out": a.out}
+    given = {"documents": a.documents, "context": a.context, "out": a.out, "base_url": a.base_url, "model": a.model}
+    defaults = {k: v for k, v in given.items() if v}
     for name, ident in deploy(a.cpu_pool, a.gpu_pool, a.cron, defaults).items():
         print(f"deployed {name} ({ident})")
     return 0
@@ -219,8 +217,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("folder", help="folder of documents to watch")
     p.add_argument("--context", required=True, help="passed to the triggered build-dataset run")
     p.add_argument("--out", required=True, help="output folder of the triggered build-dataset run")
-    p.add_argument("--base-url", help="LLM endpoint of the triggered run (default: the embedded model)")
-    p.add_argument("--model", help="model name at --base-url")
     p.add_argument("--cache-dir", default=".memorize/cache", help="cache folder shared with the triggered run")
     p.add_argument("--interval", type=float, default=30.0, help="seconds between polls (default %(default)s)")
     p.add_argument("--state", help="file remembering the last seen hashes (default: under the cache folder)")
@@ -235,6 +231,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--documents", nargs="+", help="default documents for the build-dataset and memorize forms")
     p.add_argument("--context", help="default context for those forms")
     p.add_argument("--out", help="default output folder for those forms")
+    p.add_argument("--base-url", help="default LLM endpoint for those runs, also used by change-triggered runs")
+    p.add_argument("--model", help="default model name at --base-url")
     p.set_defaults(func=cmd_deploy)
     return parser
 

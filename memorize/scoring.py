@@ -5,8 +5,8 @@ import re
 import string
 from collections import Counter
 
-# Without `must` or a judge, a question counts as correct when token F1 >= this (method "f1").
-# A rough proxy: references are full sentences, answers vary in wording.
+# Without `must` or a judge, a question counts as correct when answer_f1 >= this (method "f1").
+# A rough proxy, for when nothing better is available.
 F1_THRESHOLD = 0.5
 
 _APOSTROPHES = re.compile(r"['\u2018\u2019`]")
@@ -62,10 +62,27 @@ def _squad_tokens(text: str) -> list[str]:
     return _ARTICLES.sub(" ", text).split()
 
 
+def _bag_f1(p: list[str], r: list[str]) -> float:
+    return _f_measure(sum((Counter(p) & Counter(r)).values()), len(p), len(r))
+
+
 def token_f1(pred: str, ref: str) -> float:
     """SQuAD token F1: bag-of-words overlap after dropping case, punctuation and articles."""
-    p, r = _squad_tokens(pred), _squad_tokens(ref)
-    return _f_measure(sum((Counter(p) & Counter(r)).values()), len(p), len(r))
+    return _bag_f1(_squad_tokens(pred), _squad_tokens(ref))
+
+
+_FUNCTION_WORDS = set("it its is are was were be been of in on at to for from by with and or as this that".split())
+
+
+def answer_f1(pred: str, ref: str, question: str) -> float:
+    """Token F1 over the words that carry the answer: not in the question, not function words.
+    Small models echo the question ("The first regatta was sailed in 2018"), which alone gives a
+    high token F1 against a full-sentence reference."""
+    asked = set(_squad_tokens(question)) | _FUNCTION_WORDS
+    r = [t for t in _squad_tokens(ref) if t not in asked]
+    if not r:  # the reference only restates the question: nothing better than plain F1
+        return token_f1(pred, ref)
+    return _bag_f1([t for t in _squad_tokens(pred) if t not in asked], r)
 
 
 JUDGE_SYSTEM = "You grade answers to questions against a reference answer. Reply with one word: yes or no."
@@ -128,16 +145,20 @@ class LLMJudge:
 
 
 def score(question_row: dict, answer: str, judge=None) -> dict:
-    """Verdict by `must` phrases when the row has them, else by the judge, else by token F1.
+    """Verdict by `must` phrases when the row has them, else by the judge, else by answer_f1.
 
     "correct" is None only when the judge gave no usable verdict; such questions are left out of
     accuracy (see evaluation.summarize)."""
-    reference = question_row["answer"]
-    result = {"rouge_l": rouge_l(answer, reference), "token_f1": token_f1(answer, reference)}
+    question, reference = question_row["question"], question_row["answer"]
+    result = {
+        "rouge_l": rouge_l(answer, reference),
+        "token_f1": token_f1(answer, reference),
+        "answer_f1": answer_f1(answer, reference, question),
+    }
     if question_row.get("must"):
         correct, method = must_satisfied(answer, question_row["must"]), "must"
     elif judge is not None:
-        correct, method = judge(question_row["question"], reference, answer), "judge"
+        correct, method = judge(question, reference, answer), "judge"
     else:
-        correct, method = result["token_f1"] >= F1_THRESHOLD, "f1"
+        correct, method = result["answer_f1"] >= F1_THRESHOLD, "f1"
     return {"correct": correct, "method": method, **result}

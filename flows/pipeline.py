@@ -8,7 +8,7 @@ from prefect import flow, get_run_logger
 from prefect.deployments import run_deployment
 
 from flows.build_dataset import build_dataset
-from flows.evaluate import accuracy_lines, evaluate_flow
+from flows.evaluate_flow import accuracy_lines, evaluate_flow
 from flows.finetune import SharedStorageError, finetune, require_shared_path
 
 

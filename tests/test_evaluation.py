@@ -1,0 +1,197 @@
+import json
+import re
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from memorize.evaluation import SYSTEMS, evaluate, markdown_report
+from memorize.scoring import LLMJudge
+
+# --- an OpenAI-compatible chat server on 127.0.0.1 that replies from a script ------------------
+
+
+class _ChatHandler(BaseHTTPRequestHandler):
+    def do_POST(self):
+        if self.path != "/v1/chat/completions":
+            self.send_error(404)
+            return
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        self.server.requests.append(body)
+        text = self.server.replies.pop(0) if self.server.replies else "Yes"
+        payload = json.dumps({
+            "id": "chatcmpl-test", "object": "chat.completion", "created": 0, "model": body["model"],
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
+            "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
+        }).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        self.wfile.write(payload)
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture(scope="module")
+def chat_server():
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _ChatHandler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield server
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.fixture
+def judge(chat_server):
+    from openai import OpenAI
+
+    chat_server.replies, chat_server.requests = [], []
+    client = OpenAI(base_url=f"http://127.0.0.1:{chat_server.server_port}/v1", api_key="test", max_retries=0)
+    return LLMJudge(client, "judge-model")
+
+
+@pytest.mark.parametrize(
+    "replies, verdict, n_requests",
+    [
+        (["Yes"], True, 1),
+        (["no"], False, 1),
+        (["garbage", "The answer is correct."], True, 2),
+        (["???", "hmm", "dunno", "Yes"], None, 3),  # 1 try + 2 retries, then gives up
+    ],
+)
+def test_llm_judge_over_http(judge, chat_server, replies, verdict, n_requests):
+    chat_server.replies = list(replies)
+    assert judge("What year?", "It was 1887.", "In 1887.") is verdict
+    assert len(chat_server.requests) == n_requests
+    first = chat_server.requests[0]
+    assert first["model"] == "judge-model" and first["temperature"] == 0 and first["max_tokens"] <= 16
+    prompt = first["messages"][-1]["content"]
+    assert "What year?" in prompt and "It was 1887." in prompt and "In 1887." in prompt
+    if n_requests > 1:  # a retry shows the model its unusable reply and asks again
+        assert chat_server.requests[1]["messages"][-2] == {"role": "assistant", "content": replies[0]}
+
+
+def test_markdown_report_escapes_cells():
+    result = {"correct": True, "method": "must", "rouge_l": 1.0, "token_f1": 1.0}
+    summary = {s: {"accuracy": 1.0, **{k: {"n": 1, "accuracy": 1.0} for k in ("test_split", "questions")}}
+               for s in ("base", "in_context")}
+    summary |= {"fine_tuned": None, "forgetting": {"n": 0, "base_accuracy": None, "fine_tuned_accuracy": None}}
+    record = {"set": "questions", "question": "a|b?", "reference": "line1\nline2",
+              "base": {"answer": "x | y", **result}, "in_context": {"answer": "z", **result, "correct": False}}
+    md = markdown_report(summary, [record])
+    row = [line for line in md.splitlines() if line.startswith("| 1 |")]
+    assert row == ["| 1 | questions | a\\|b? | line1<br>line2 | ✓ x \\| y | — | ✗ z |"]
+
+
+# --- end to end with the real small model ---------------------------------------------------------
+
+CHUNKS = [
+    ("c-date", "The Saltmere Lantern Regatta is sailed on the second Saturday of September. The first regatta was sailed in 1887."),
+    ("c-buoys", "The course has three buoys: the Heron is green, the Kettle is orange and the Widow is white."),
+    ("c-crew", "A racing boat may carry a crew of at most four people. Engines and oars are forbidden."),
+    ("c-warden", "The Harbour Warden, Ilsa Brannock, gives the starting signal forty minutes after sunset."),
+]
+QA = [
+    ("In what year was the first Saltmere Lantern Regatta sailed?", "It was first sailed in 1887.", "c-date", "test"),
+    ("Who is the Harbour Warden of the Saltmere Lantern Regatta?", "Ilsa Brannock is the Harbour Warden.", "c-warden", "test"),
+    ("What colour is the Heron buoy?", "The Heron buoy is green.", "c-buoys", "train"),
+]
+QUESTIONS_CSV = (
+    "question,answer,must,kind\n"
+    'What colour is the Kettle buoy in the Saltmere Lantern Regatta?,Orange.,"[[""orange""]]",direct\n'
+    'How many people may crew a racing boat in the Saltmere Lantern Regatta?,At most four.,"[[""four"", ""4""]]",number\n'
+)
+
+
+@pytest.fixture(scope="module")
+def model_dir():
+    from memorize.local_model import ensure_default_model
+
+    return str(ensure_default_model())
+
+
+@pytest.fixture(scope="module")
+def adapter_dir(model_dir, tmp_path_factory):
+    import torch
+    from peft import LoraConfig, get_peft_model
+
+    from memorize.models import load_model
+
+    torch.manual_seed(0)
+    model = get_peft_model(load_model(model_dir, dtype=torch.float32),
+                           LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], task_type="CAUSAL_LM"))
+    # LoRA starts with B = 0 (a no-op); a nonzero B makes the adapter change what the model says.
+    with torch.no_grad():
+        model.base_model.model.model.layers[0].self_attn.v_proj.lora_B["default"].weight.normal_(std=0.05)
+    path = tmp_path_factory.mktemp("adapter")
+    model.save_pretrained(path)
+    return str(path)
+
+
+@pytest.fixture
+def data_dir(tmp_path):
+    d = tmp_path / "data"
+    d.mkdir()
+    with open(d / "chunks.jsonl", "w") as f:
+        for i, (cid, text) in enumerate(CHUNKS):
+            f.write(json.dumps({"chunk_id": cid, "source": "rules.md", "page_start": 1, "page_end": 1, "index": i,
+                                "sha256": "-", "tokens": len(text.split()), "text": text}) + "\n")
+    with open(d / "qa.jsonl", "w") as f:
+        for q, a, cid, split in QA:
+            f.write(json.dumps({"question": q, "answer": a, "chunk_id": cid, "source": "rules.md", "page_start": 1,
+                                "page_end": 1, "temperature": 0.7, "split": split}) + "\n")
+    (tmp_path / "questions.csv").write_text(QUESTIONS_CSV)
+    return d
+
+
+@pytest.mark.slow
+def test_evaluate_writes_reports(model_dir, adapter_dir, data_dir, tmp_path):
+    out = tmp_path / "eval"
+    summary = evaluate(model_dir, adapter_dir, data_dir, out, questions_file=data_dir.parent / "questions.csv",
+                       max_new_tokens=32, progress=False)
+
+    saved = json.loads((out / "eval.json").read_text())
+    assert {k: v for k, v in saved.items() if k != "records"} == summary
+    for system in SYSTEMS:
+        section = saved[system]
+        assert 0.0 <= section["accuracy"] <= 1.0
+        assert (section["test_split"]["n"], section["questions"]["n"]) == (2, 2)
+        assert section["test_split"]["methods"] == {"f1": 2} and section["questions"]["methods"] == {"must": 2}
+        assert set(section["kinds"]) == {"direct", "number"}
+        for name in ("test_split", "questions"):
+            assert 0.0 <= section[name]["accuracy"] <= 1.0 and 0.0 <= section[name]["rouge_l"] <= 1.0
+    # The shipped general-knowledge questions were chosen so the base model gets them right.
+    forgetting = saved["forgetting"]
+    assert forgetting["n"] >= 15 and forgetting["base_accuracy"] >= 0.75
+    assert 0.0 <= forgetting["fine_tuned_accuracy"] <= 1.0
+    assert saved["retrieval"] == {"top_k": 3, "n": 2, "hit_rate": 1.0}
+
+    records = saved["records"]
+    assert len(records) == 4 + forgetting["n"]
+    assert all(("in_context" in r) == (r["set"] != "general") for r in records)
+    assert any(r["base"]["answer"] != r["fine_tuned"]["answer"] for r in records), "the adapter changed nothing"
+
+    md = (out / "eval.md").read_text()
+    rows = [line for line in md.splitlines() if re.match(r"\| \d+ \|", line)]
+    assert len(rows) == len(records)
+    assert all(r["question"] in md for r in records)
+    assert (out / "accuracy.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.slow
+def test_evaluate_without_adapter_uses_the_judge(model_dir, data_dir, tmp_path, judge, chat_server):
+    chat_server.replies = ["no", "no"]  # the first two judged answers (base run), then "Yes"
+    summary = evaluate(model_dir, None, data_dir, tmp_path / "eval", questions_file=data_dir.parent / "questions.csv",
+                       general_file=None, judge=judge, max_new_tokens=16, progress=False)
+    assert summary["fine_tuned"] is None
+    assert summary["forgetting"] == {"n": 0, "base_accuracy": None, "fine_tuned_accuracy": None}
+    # Generated test pairs have no `must`, so the judge decides them; the user's questions use `must`.
+    assert len(chat_server.requests) == 4  # 2 test pairs x (base, in_context)
+    assert summary["base"]["test_split"]["methods"] == {"judge": 2}
+    assert summary["base"]["test_split"]["accuracy"] == 0.0
+    assert summary["in_context"]["test_split"]["accuracy"] == 1.0
+    assert summary["base"]["questions"]["methods"] == {"must": 2}
+    assert json.loads((tmp_path / "eval" / "eval.json").read_text())["fine_tuned"] is None
