@@ -50,8 +50,8 @@ def evaluate_flow(
     summary = evaluate_task(resolve_model(base_model), adapter_dir, data_dir, out, questions, judge_base_url,
                             judge_model, judge_api_key_env, top_k, max_test_questions, batch_size,
                             include_general, progress)
-    table = [{"system": s, "accuracy": None if summary[s] is None else round(summary[s]["accuracy"], 4),
-              "n": None if summary[s] is None else summary[s]["n"]} for s in SYSTEMS]
+    table = [{"system": s, "accuracy": _pct(summary[s] and summary[s]["accuracy"]),
+              "n": summary[s] and summary[s]["n"]} for s in SYSTEMS]
     create_table_artifact(key="evaluation-accuracy", table=table, description="closed-book accuracy")
     report = (Path(out) / "eval.md").read_text(encoding="utf-8")
     create_markdown_artifact(key="evaluation-report", markdown=report[:60000])

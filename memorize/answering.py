@@ -8,9 +8,6 @@ from tqdm.auto import tqdm
 
 from memorize.models import load_model, load_tokenizer
 
-SYSTEM_PROMPT = "Answer the question concisely."
-
-
 def _supports_system(tokenizer) -> bool:
     """Some templates reject a system turn (raise), others silently drop it."""
     probe = "\x00system-probe\x00"
@@ -38,7 +35,9 @@ class Answerer:
     base, fine-tuned and in-context runs share a single copy of the base weights."""
 
     def __init__(self, model_id: str, adapter: str | None = None, chat_template: str | None = None,
-                 system_prompt: str | None = SYSTEM_PROMPT):
+                 system_prompt: str | None = None):
+        # No system prompt by default: questions are asked exactly as in the training rows (a user
+        # turn under the template's own default), so the fine-tuned model is tested on what it learned.
         self.tokenizer = load_tokenizer(model_id, chat_template)
         self.tokenizer.padding_side = "left"  # generation continues from the right end of every row
         self.model = load_model(model_id, adapter=adapter)
@@ -58,10 +57,7 @@ class Answerer:
         enc = enc.to(self.model.device)
         out = self.model.generate(
             **enc,
-            do_sample=False,
-            temperature=None,  # the model's generation_config may set sampling knobs; greedy ignores them
-            top_p=None,
-            top_k=None,
+            do_sample=False,  # overrides the model's generation_config, which may turn sampling on
             max_new_tokens=max_new_tokens,
             pad_token_id=self.tokenizer.pad_token_id,
         )
@@ -82,6 +78,6 @@ class Answerer:
         with switch:
             for start in tqdm(range(0, len(order), batch_size), desc=desc, disable=not progress):
                 batch = order[start:start + batch_size]
-                for i, text in zip(batch, self._generate([prompts[i] for i in batch], max_new_tokens)):
+                for i, text in zip(batch, self._generate([prompts[i] for i in batch], max_new_tokens), strict=True):
                     answers[i] = text
         return answers

@@ -154,7 +154,7 @@ def _answer_all(answerer: Answerer, records: list[dict], system: str, contexts, 
     answers = answerer.answer(
         [r["question"] for r in records], contexts, use_adapter=system == "fine_tuned", desc=system, **gen
     )
-    for r, text in zip(records, answers):
+    for r, text in zip(records, answers, strict=True):
         row = {"question": r["question"], "answer": r["reference"], "must": r.get("must")}
         r[system] = {"answer": text, **score(row, text, judge)}
 
@@ -162,7 +162,8 @@ def _answer_all(answerer: Answerer, records: list[dict], system: str, contexts, 
 def evaluate(base_model: str, adapter_dir: str | None, data_dir: str | Path, out_dir: str | Path,
              questions_file: str | Path | None = None, general_file: str | Path | None = GENERAL_KNOWLEDGE,
              judge=None, top_k: int = 3, max_test_questions: int | None = 50, batch_size: int = 8,
-             max_new_tokens: int = 128, progress: bool = True, seed: int = 0) -> dict:
+             max_new_tokens: int = 128, progress: bool = True, seed: int = 0,
+             chat_template: str | None = None) -> dict:
     """Run all systems, write eval.json, eval.md and accuracy.png to out_dir, return the summary.
 
     With adapter_dir None only base and in_context run; `fine_tuned` is then null in the summary.
@@ -175,13 +176,15 @@ def evaluate(base_model: str, adapter_dir: str | None, data_dir: str | Path, out
     })
     open_book = [r for r in records if r["set"] in SETS]
     if not open_book:
-        raise ValueError(f"nothing to evaluate: {data_dir / 'qa.jsonl'} has no test pairs and no questions file was given")
+        raise ValueError(
+            f"nothing to evaluate: {data_dir / 'qa.jsonl'} has no test pairs and no questions file was given"
+        )
     index = ChunkIndex(read_jsonl(data_dir / "chunks.jsonl"))
     retrieved = [index.top_k(r["question"], top_k) for r in open_book]
-    for r, chunks in zip(open_book, retrieved):
+    for r, chunks in zip(open_book, retrieved, strict=True):
         r["retrieved"] = [c["chunk_id"] for c in chunks]
 
-    answerer = Answerer(base_model, adapter=adapter_dir)
+    answerer = Answerer(base_model, adapter=adapter_dir, chat_template=chat_template)
     gen = {"batch_size": batch_size, "max_new_tokens": max_new_tokens, "progress": progress}
     _answer_all(answerer, records, "base", None, judge, **gen)
     if adapter_dir:
@@ -193,7 +196,9 @@ def evaluate(base_model: str, adapter_dir: str | None, data_dir: str | Path, out
     summary = {
         "base_model": str(base_model),
         "adapter": str(adapter_dir) if adapter_dir else None,
-        **{s: _section(records, s) if s != "fine_tuned" or adapter_dir else None for s in SYSTEMS},
+        "base": _section(records, "base"),
+        "fine_tuned": _section(records, "fine_tuned") if adapter_dir else None,
+        "in_context": _section(records, "in_context"),
         "forgetting": {
             "n": len(general),
             "base_accuracy": summarize([r["base"] for r in general])["accuracy"],
@@ -220,7 +225,7 @@ def _accuracy_rows(summary: dict) -> dict[str, dict[str, float | None]]:
     rows["overall"] = {s: acc(s) for s in SYSTEMS}
     f = summary["forgetting"]
     if f["n"]:
-        rows[f"general knowledge (n={f['n']})"] = {"base": f["base_accuracy"], "fine_tuned": f["fine_tuned_accuracy"]}
+        rows[f"general knowledge, forgetting (n={f['n']})"] = {"base": f["base_accuracy"], "fine_tuned": f["fine_tuned_accuracy"]}
     return rows
 
 
@@ -244,7 +249,9 @@ def markdown_report(summary: dict, records: list[dict]) -> str:
     for label, accs in _accuracy_rows(summary).items():
         lines.append(f"| {label} | " + " | ".join(_pct(accs.get(s)) for s in SYSTEMS) + " |")
     lines += [
-        "", "✓ correct, ✗ wrong, ? no verdict, — not run. General-knowledge questions check forgetting (closed book only).",
+        "",
+        "✓ correct, ✗ wrong, ? no verdict, — not run. "
+        "General-knowledge questions check forgetting (closed book only).",
         "", "| # | set | question | reference | base | fine-tuned | in-context |", "|---|---|---|---|---|---|---|",
     ]
     for i, r in enumerate(records, 1):
@@ -268,13 +275,14 @@ def plot_accuracy(summary: dict, path: Path) -> None:
     ax.set_xticks(range(len(rows)), list(rows), fontsize=8)
     ax.set_ylim(0, 1.1)
     ax.set_ylabel("accuracy")
-    ax.set_title("Closed-book QA: base vs fine-tuned vs in-context")
+    ax.set_title("QA accuracy: base and fine-tuned (closed book) vs base + retrieved chunks")
     ax.legend(fontsize=8)
     fig.savefig(path, dpi=120)
 
 
 def write_reports(summary: dict, records: list[dict], out_dir: Path) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "eval.json").write_text(json.dumps({**summary, "records": records}, indent=2, ensure_ascii=False), encoding="utf-8")
+    report = json.dumps({**summary, "records": records}, indent=2, ensure_ascii=False)
+    (out_dir / "eval.json").write_text(report, encoding="utf-8")
     (out_dir / "eval.md").write_text(markdown_report(summary, records), encoding="utf-8")
     plot_accuracy(summary, out_dir / "accuracy.png")

@@ -9,6 +9,7 @@ import httpx
 import openai
 
 from memorize.qa_parse import ParseError, parse_pairs
+from memorize.qa_prompt import EXAMPLE_QUESTION
 
 DEFAULT_API_KEY_ENV = "OPENAI_API_KEY"
 _clients: dict[tuple, openai.OpenAI] = {}
@@ -56,7 +57,7 @@ def generate_pairs(client: openai.OpenAI, model: str, messages: list[dict], temp
             completion_tokens += reply.usage.completion_tokens or 0
         text = (reply.choices[0].message.content or "") if reply.choices else ""
         try:
-            return Generation(parse_pairs(text), prompt_tokens, completion_tokens, attempt)
+            return Generation(parse_pairs(text, drop_questions=(EXAMPLE_QUESTION,)), prompt_tokens, completion_tokens, attempt)
         except ParseError as exc:
             last = exc
     raise ParseError(f"unparseable reply after {parse_attempts} attempts: {last}")

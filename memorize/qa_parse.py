@@ -68,15 +68,20 @@ def _clean(s: str) -> str:
     return re.sub(r"\s+", " ", s.replace("**", "")).strip().strip('"').strip()
 
 
-def parse_pairs(text: str) -> list[tuple[str, str]]:
-    """Pairs in reply order; empty and duplicate questions dropped. Raises ParseError if none."""
+def _question_key(q: str) -> str:
+    return re.sub(r"\W+", " ", q.lower()).strip()
+
+
+def parse_pairs(text: str, drop_questions: tuple[str, ...] = ()) -> list[tuple[str, str]]:
+    """Pairs in reply order; empty, duplicate and `drop_questions` (e.g. the prompt's own example)
+    dropped. Raises ParseError if none is left."""
     raw = _from_json(text)
     if not raw:
         raw = _from_lines(text)
-    seen, pairs = set(), []
+    seen, pairs = {_question_key(q) for q in drop_questions}, []
     for q, a in raw:
         q, a = _clean(q), _clean(a)
-        key = re.sub(r"\W+", " ", q.lower()).strip()
+        key = _question_key(q)
         if not key or not a or key in seen:
             continue
         seen.add(key)

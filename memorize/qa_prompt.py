@@ -30,10 +30,15 @@ Rules:
 - Use only facts from the document.
 
 Write each pair as two lines, like this example:
-Q: In the Example Club rules, how long is a standard match?
-A: A standard match in the Example Club lasts 40 minutes, in two halves of 20 minutes.
+Q: {example_q}
+A: {example_a}
 
 Now write the {n} pairs."""
+
+
+# The one-shot example; small models sometimes copy it, so the flow drops pairs equal to it.
+EXAMPLE_QUESTION = "In the Example Club rules, how long is a standard match?"
+EXAMPLE_ANSWER = "A standard match in the Example Club lasts 40 minutes, in two halves of 20 minutes."
 
 
 def questions_for(tokens: int, per_chunk: int | None = None, tokens_per_question: int = 60) -> int:
@@ -45,7 +50,8 @@ def questions_for(tokens: int, per_chunk: int | None = None, tokens_per_question
 
 def build_messages(chunk_text: str, context: str, n: int, style: str = "mixed") -> list[dict]:
     short = context.strip().rstrip(".")
-    prompt = TEMPLATE.format(context=context.strip(), context_short=short, chunk=chunk_text, n=n)
+    prompt = TEMPLATE.format(context=context.strip(), context_short=short, chunk=chunk_text, n=n,
+                             example_q=EXAMPLE_QUESTION, example_a=EXAMPLE_ANSWER)
     if STYLES[style]:
         prompt = prompt.replace("- Use only facts", f"- {STYLES[style]}\n- Use only facts")
     return [{"role": "system", "content": SYSTEM}, {"role": "user", "content": prompt}]

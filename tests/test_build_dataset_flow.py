@@ -147,3 +147,18 @@ def test_killed_run_keeps_completed_calls(prefect_server, docs, tmp_path):
         assert report["cache_hits"] >= served_before - 2  # at most the calls in flight at the kill are lost
         assert report["cache_hits"] + report["llm_calls"] == report["requests"]
         assert llm.served == served_before + report["llm_calls"]
+
+
+@pytest.mark.slow
+def test_embedded_default_serves_the_local_model_through_transformers_serve(prefect_server, small_model, tmp_path):
+    """No --base-url: the real SmolLM2 model behind `transformers serve`, through the openai client."""
+    doc = tmp_path / "bakery.md"
+    doc.write_text("The Plumtree Bakery opens at six in the morning. Its owner is Marta Quell.\n")
+    report = build_dataset(documents=[str(doc)], context="Facts about the fictional Plumtree Bakery",
+                           out=str(tmp_path / "out"), cache_dir=str(tmp_path / "cache"), temperatures=1,
+                           questions_per_chunk=2, progress=False)
+    assert report["llm_calls"] >= 1
+    # A 135M model may not follow the format: either pairs were parsed or the failure says why.
+    assert report["qa_pairs"] > 0 or "unparseable" in report["failures"][0]["reason"]
+    log = (tmp_path / "out" / "logs" / "generator-server.log").read_text()
+    assert "POST /v1/chat/completions HTTP/1.1\" 200" in log

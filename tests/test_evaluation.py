@@ -106,22 +106,16 @@ QUESTIONS_CSV = (
 )
 
 
-@pytest.fixture(scope="module")
-def model_dir():
-    from memorize.local_model import ensure_default_model
-
-    return str(ensure_default_model())
-
 
 @pytest.fixture(scope="module")
-def adapter_dir(model_dir, tmp_path_factory):
+def adapter_dir(small_model, tmp_path_factory):
     import torch
     from peft import LoraConfig, get_peft_model
 
     from memorize.models import load_model
 
     torch.manual_seed(0)
-    model = get_peft_model(load_model(model_dir, dtype=torch.float32),
+    model = get_peft_model(load_model(small_model, dtype=torch.float32),
                            LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], task_type="CAUSAL_LM"))
     # LoRA starts with B = 0 (a no-op); a nonzero B makes the adapter change what the model says.
     with torch.no_grad():
@@ -148,9 +142,9 @@ def data_dir(tmp_path):
 
 
 @pytest.mark.slow
-def test_evaluate_writes_reports(model_dir, adapter_dir, data_dir, tmp_path):
+def test_evaluate_writes_reports(small_model, adapter_dir, data_dir, tmp_path):
     out = tmp_path / "eval"
-    summary = evaluate(model_dir, adapter_dir, data_dir, out, questions_file=data_dir.parent / "questions.csv",
+    summary = evaluate(small_model, adapter_dir, data_dir, out, questions_file=data_dir.parent / "questions.csv",
                        max_new_tokens=32, progress=False)
 
     saved = json.loads((out / "eval.json").read_text())
@@ -182,9 +176,9 @@ def test_evaluate_writes_reports(model_dir, adapter_dir, data_dir, tmp_path):
 
 
 @pytest.mark.slow
-def test_evaluate_without_adapter_uses_the_judge(model_dir, data_dir, tmp_path, judge, chat_server):
+def test_evaluate_without_adapter_uses_the_judge(small_model, data_dir, tmp_path, judge, chat_server):
     chat_server.replies = ["no", "no"]  # the first two judged answers (base run), then "Yes"
-    summary = evaluate(model_dir, None, data_dir, tmp_path / "eval", questions_file=data_dir.parent / "questions.csv",
+    summary = evaluate(small_model, None, data_dir, tmp_path / "eval", questions_file=data_dir.parent / "questions.csv",
                        general_file=None, judge=judge, max_new_tokens=16, progress=False)
     assert summary["fine_tuned"] is None
     assert summary["forgetting"] == {"n": 0, "base_accuracy": None, "fine_tuned_accuracy": None}

@@ -27,3 +27,8 @@ def test_empty_and_duplicate_questions_dropped():
 def test_garbage_raises():
     with pytest.raises(ParseError):
         parse_pairs("I cannot help with that.")
+
+
+def test_copied_example_is_dropped():
+    text = "Q: In the Example Club rules, how long is a standard match?\nA: 40 minutes.\nQ: What is B?\nA: b."
+    assert parse_pairs(text, drop_questions=("In the Example Club rules, how long is a standard match?",)) == [("What is B?", "b.")]

@@ -27,15 +27,6 @@ def write_dataset(folder, train_pairs, test_pairs):
     return folder
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    # Dev and CI boxes are shared 2-core VMs: torch's spin-waiting intra-op threads ran this file in 7 min when
-    # another process competed for a core, one thread in about 1 min.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 @pytest.fixture(scope="module")
 def base_model():
