@@ -145,12 +145,14 @@ def build_dataset(
                 timeout=request_timeout, parse_attempts=parse_attempts, concurrency_limit=concurrency_limit,
                 endpoint_model=endpoint_model))] = i
         progress_id = create_progress_artifact(0.0, key="build-dataset-progress", description="LLM requests done")
+        failed_calls = 0
         bar = tqdm(total=len(todo), desc="generating QA", unit="req", disable=not progress)
         for done, fut in enumerate(as_completed(list(futures)), 1):
             i = futures[fut]
             try:
                 results[i] = fut.result()
             except Exception as exc:  # recorded per chunk; the rest of the run goes on
+                failed_calls += getattr(exc, "attempts", 0)
                 r = plan[i]
                 failures.append({"file": r.chunk.source, "chunk": r.chunk.chunk_id, "temperature": r.temperature,
                                  "style": r.style, "stage": "generate", "reason": f"{type(exc).__name__}: {exc}"})
@@ -160,7 +162,7 @@ def build_dataset(
         bar.close()
 
     qa = [p for i in sorted(results) for p in _record_pairs(plan[i], results[i], test_ratio, seed)]
-    report["llm_calls"] = sum(results[i].attempts for i in todo if i in results)
+    report["llm_calls"] = sum(results[i].attempts for i in todo if i in results) + failed_calls
     report["qa_pairs"] = len(qa)
     report.update(write_dataset(out_dir, qa, pairs_per_row, seed))
     report["settings"] = {"context": context, "model": model_name, "temperatures": temps, "styles": styles,

@@ -60,4 +60,6 @@ def generate_pairs(client: openai.OpenAI, model: str, messages: list[dict], temp
             return Generation(parse_pairs(text, drop_questions=(EXAMPLE_QUESTION,)), prompt_tokens, completion_tokens, attempt)
         except ParseError as exc:
             last = exc
-    raise ParseError(f"unparseable reply after {parse_attempts} attempts: {last}")
+    error = ParseError(f"unparseable reply after {parse_attempts} attempts: {last}")
+    error.attempts = parse_attempts  # calls made (and paid for) although nothing was kept
+    raise error
