@@ -12,8 +12,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import subprocess
+import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
@@ -26,7 +29,6 @@ from memorize.extract import extract  # noqa: E402
 from memorize.llm import client_for, generate_pairs  # noqa: E402
 from memorize.plan import plan_requests  # noqa: E402
 from memorize.qa_prompt import temperatures as temperature_range  # noqa: E402
-from memorize.testing import FakeLLM  # noqa: E402
 
 CONTEXT = "Operating manual of the fictional Brindle Canal lock system"
 
@@ -52,38 +54,50 @@ def main() -> None:
     write_document(doc, args.chunks)
     params = dict(documents=[str(doc)], context=CONTEXT, model="bench", chunk_tokens=200, chunk_overlap=0,
                   temperatures=args.temperatures, concurrency=args.concurrency, progress=False)
-    with FakeLLM(delay=args.delay) as llm:
+    # The endpoint runs in its own process, as a real one would: in ours it would compete for the GIL.
+    server = subprocess.Popen([sys.executable, "-m", "memorize.testing", "--delay", str(args.delay)],
+                              stdout=subprocess.PIPE, text=True)
+    base_url = server.stdout.readline().strip()
+    try:
         # Start Prefect's server (temporary unless PREFECT_API_URL is set) before any timing.
-        build_dataset(**params, base_url=llm.base_url, out=str(work / "warmup"), cache_dir=str(work / "c0"), dry_run=True)
+        build_dataset(**params, base_url=base_url, out=str(work / "warmup"), cache_dir=str(work / "c0"), dry_run=True)
 
         chunks = chunk_document(extract(doc), max_tokens=200, overlap=0)
         plan = plan_requests(chunks, CONTEXT, temperature_range(args.temperatures), ["mixed"])
-        client = client_for(llm.base_url)
+        client = client_for(base_url)
         t = time.perf_counter()
         for r in plan:  # the reference scripts' approach: one request after another
             generate_pairs(client, "bench", r.messages, r.temperature, r.max_tokens)
         sequential = time.perf_counter() - t
 
+        # The same requests on a plain thread pool: the floor that client, server and GIL set on this machine.
         t = time.perf_counter()
-        cold_report = build_dataset(**params, base_url=llm.base_url, out=str(work / "out"), cache_dir=str(work / "cache"))
+        with ThreadPoolExecutor(args.concurrency) as pool:
+            list(pool.map(lambda r: generate_pairs(client, "bench", r.messages, r.temperature, r.max_tokens), plan))
+        threads = time.perf_counter() - t
+
+        t = time.perf_counter()
+        cold_report = build_dataset(**params, base_url=base_url, out=str(work / "out"), cache_dir=str(work / "cache"))
         cold = time.perf_counter() - t
-        served = llm.served
         t = time.perf_counter()
-        warm_report = build_dataset(**params, base_url=llm.base_url, out=str(work / "out"), cache_dir=str(work / "cache"))
+        warm_report = build_dataset(**params, base_url=base_url, out=str(work / "out"), cache_dir=str(work / "cache"))
         warm = time.perf_counter() - t
-        assert llm.served == served and warm_report["llm_calls"] == 0, "warm re-run made LLM calls"
+        assert warm_report["llm_calls"] == 0, "warm re-run made LLM calls"
+    finally:
+        server.terminate()
 
     n = len(plan)
     ideal = n / args.concurrency * args.delay
     figures = {
         "requests": n, "chunks": len(chunks), "temperatures": args.temperatures, "delay_s": args.delay,
-        "concurrency": args.concurrency, "sequential_s": round(sequential, 2), "flow_cold_s": round(cold, 2),
+        "concurrency": args.concurrency, "sequential_s": round(sequential, 2), "thread_pool_s": round(threads, 2), "flow_cold_s": round(cold, 2),
         "flow_warm_s": round(warm, 2), "ideal_s": round(ideal, 2),
         "speedup_vs_sequential": round(sequential / cold, 1), "cold_vs_ideal": round(cold / ideal, 2),
         "warm_vs_cold": round(warm / cold, 3), "qa_pairs": cold_report["qa_pairs"], "failures": len(cold_report["failures"]),
     }
     print(f"{n} requests ({len(chunks)} chunks x {args.temperatures} temperatures), endpoint delay {args.delay}s, concurrency {args.concurrency}")
     print(f"  sequential loop     {sequential:7.2f} s")
+    print(f"  plain thread pool   {threads:7.2f} s   (no Prefect, no cache: {threads / ideal:.2f}x the ideal)")
     print(f"  flow, cold          {cold:7.2f} s   {figures['speedup_vs_sequential']}x faster than sequential, "
           f"{figures['cold_vs_ideal']}x the ideal {ideal:.2f} s")
     print(f"  flow, warm re-run   {warm:7.2f} s   {100 * figures['warm_vs_cold']:.1f}% of cold, 0 LLM calls")

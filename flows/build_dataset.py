@@ -24,7 +24,7 @@ from memorize.styles import check_styles
 from tasks.caching import DEFAULT_CACHE_DIR, cached, result_storage
 from tasks.chunk import chunk_task
 from tasks.extract import extract_task
-from tasks.generate import generate_task, generation_key
+from tasks.generate import generate_batch_task, generation_key
 
 
 def _extract_and_chunk(documents: list[str], chunk_tokens: int, overlap: int, storage, failures: list):
@@ -38,6 +38,13 @@ def _extract_and_chunk(documents: list[str], chunk_tokens: int, overlap: int, st
         docs.append(doc.path)
         chunks.extend(chunk_task.with_options(result_storage=storage)(doc, chunk_tokens, overlap))
     return docs, chunks
+
+
+def batches(todo: list[int], concurrency: int) -> list[list[int]]:
+    """About two batches per worker: few task runs, yet no worker idles long at the end. A
+    batch keeps a chunk's requests together where it can (todo is in chunk order)."""
+    size = max(1, -(-len(todo) // (2 * max(1, concurrency))))
+    return [todo[k : k + size] for k in range(0, len(todo), size)]
 
 
 def _record_pairs(req: Request, gen: Generation, test_ratio: float, seed: int) -> list[dict]:
@@ -123,6 +130,7 @@ def build_dataset(
         return report
 
     todo = [i for i in range(len(plan)) if i not in results]
+    failed_calls = 0
     endpoint_model = None
     with ExitStack() as stack:
         if todo and base_url is None:
@@ -132,33 +140,39 @@ def build_dataset(
             # only queue and then time out.
             concurrency, request_timeout = min(concurrency, 2), max(request_timeout, 900.0)
             logger.info(f"serving {endpoint_model} at {base_url} (concurrency {concurrency})")
-        task = generate_task.with_options(
-            result_storage=storage, retries=retries,
-            retry_delay_seconds=[retry_delay * 2**k for k in range(max(retries, 1))])
+        task = generate_batch_task.with_options(
+            retries=retries, retry_delay_seconds=[retry_delay * 2**k for k in range(max(retries, 1))])
         runner = stack.enter_context(ThreadPoolTaskRunner(max_workers=max(1, concurrency)))
         futures = {}
-        for i in todo:
-            r = plan[i]
+        for b, batch in enumerate(batches(todo, concurrency)):
+            reqs = [{"key": keys[i], "messages": plan[i].messages, "temperature": plan[i].temperature,
+                     "max_tokens": plan[i].max_tokens} for i in batch]
+            label = f"{plan[batch[0]].chunk.chunk_id}-{len(batch)}req"
             futures[runner.submit(task, parameters=dict(
-                messages=r.messages, model=model_name, temperature=r.temperature, max_tokens=r.max_tokens,
-                chunk_id=r.chunk.chunk_id, style=r.style, base_url=base_url, api_key_env=api_key_env,
-                timeout=request_timeout, parse_attempts=parse_attempts, concurrency_limit=concurrency_limit,
-                endpoint_model=endpoint_model))] = i
+                requests=reqs, label=label, storage=storage, model=model_name, base_url=base_url,
+                api_key_env=api_key_env, timeout=request_timeout, parse_attempts=parse_attempts,
+                concurrency_limit=concurrency_limit, endpoint_model=endpoint_model))] = batch
         progress_id = create_progress_artifact(0.0, key="build-dataset-progress", description="LLM requests done")
-        failed_calls = 0
         bar = tqdm(total=len(todo), desc="generating QA", unit="req", disable=not progress)
-        for done, fut in enumerate(as_completed(list(futures)), 1):
-            i = futures[fut]
+        done = 0
+        for fut in as_completed(list(futures)):
+            batch = futures[fut]
             try:
-                results[i] = fut.result()
-            except Exception as exc:  # recorded per chunk; the rest of the run goes on
-                failed_calls += getattr(exc, "attempts", 0)
-                r = plan[i]
-                failures.append({"file": r.chunk.source, "chunk": r.chunk.chunk_id, "temperature": r.temperature,
-                                 "style": r.style, "stage": "generate", "reason": f"{type(exc).__name__}: {exc}"})
-            bar.update(1)
-            if done == len(todo) or done % max(1, len(todo) // 20) == 0:
-                update_progress_artifact(progress_id, 100.0 * done / len(todo))
+                out = fut.result()
+                errors = out["failures"]
+                results.update({i: out["generations"][keys[i]] for i in batch if keys[i] in out["generations"]})
+            except Exception as exc:  # retries exhausted: every unfinished request of the batch failed
+                errors = {keys[i]: (f"{type(exc).__name__}: {exc}", 0) for i in batch}
+            for i in batch:
+                if keys[i] in errors and i not in results:
+                    reason, calls = errors[keys[i]]
+                    failed_calls += calls
+                    r = plan[i]
+                    failures.append({"file": r.chunk.source, "chunk": r.chunk.chunk_id, "temperature": r.temperature,
+                                     "style": r.style, "stage": "generate", "reason": reason})
+            done += len(batch)
+            bar.update(len(batch))
+            update_progress_artifact(progress_id, 100.0 * done / len(todo))
         bar.close()
 
     qa = [p for i in sorted(results) for p in _record_pairs(plan[i], results[i], test_ratio, seed)]

@@ -95,3 +95,19 @@ class FakeLLM:
     def __exit__(self, *exc):
         self._server.shutdown()
         self._server.server_close()
+
+
+def main() -> None:
+    """`python -m memorize.testing --delay 0.2`: serve in its own process (benchmarks), printing the URL."""
+    import argparse
+
+    ap = argparse.ArgumentParser(description=main.__doc__)
+    ap.add_argument("--delay", type=float, default=0.0)
+    args = ap.parse_args()
+    with FakeLLM(delay=args.delay) as llm:
+        print(llm.base_url, flush=True)
+        threading.Event().wait()
+
+
+if __name__ == "__main__":
+    main()

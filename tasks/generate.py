@@ -1,13 +1,17 @@
-"""The LLM node: one request per (chunk, temperature, style), cached by content, retried on
-transient faults only."""
+"""The LLM node. Each request (chunk, temperature, style) is cached on its own, by content, the
+moment it succeeds; a task run handles a batch of requests, so that Prefect's per-task-run cost is
+paid per batch rather than per request (on 2 cores it, not the LLM, was the bottleneck)."""
 from __future__ import annotations
 
 from contextlib import nullcontext
 
 from prefect import task
+from prefect.filesystems import LocalFileSystem
+from prefect.results import ResultStore
 from prefect.tasks import exponential_backoff
 
-from memorize.llm import Generation, client_for, generate_pairs, is_transient
+from memorize.llm import client_for, generate_pairs, is_transient
+from memorize.qa_parse import ParseError
 from memorize.qa_prompt import PROMPT_VERSION
 from tasks.caching import content_key
 
@@ -25,23 +29,44 @@ def _retry_transient(task, task_run, state) -> bool:
     return False
 
 
-@task(name="generate-qa", persist_result=True, retries=4, retry_condition_fn=_retry_transient,
+@task(name="generate-qa", retries=4, retry_condition_fn=_retry_transient,
       retry_delay_seconds=exponential_backoff(backoff_factor=2), retry_jitter_factor=0.5,
-      cache_key_fn=lambda ctx, p: generation_key(p["messages"], p["model"], p["temperature"], p["max_tokens"]),
-      task_run_name="generate-{chunk_id}-t{temperature}-{style}")
-def generate_task(messages: list[dict], model: str, temperature: float, max_tokens: int, chunk_id: str,
-                  style: str, base_url: str | None, api_key_env: str, timeout: float = 120.0,
-                  parse_attempts: int = 3, concurrency_limit: str | None = None,
-                  endpoint_model: str | None = None) -> Generation:
-    """`model` names the model in the cache key; `endpoint_model`, when given, is what the endpoint
-    calls it (the embedded server only answers to its folder path, which differs per machine)."""
-    # Opt-in global concurrency limit, shared by every flow run that names it (one API key's budget).
-    if concurrency_limit:
-        from prefect.concurrency.sync import concurrency
+      task_run_name="generate-{label}")
+def generate_batch_task(requests: list[dict], label: str, storage: LocalFileSystem, model: str,
+                        base_url: str | None, api_key_env: str, timeout: float = 120.0, parse_attempts: int = 3,
+                        concurrency_limit: str | None = None, endpoint_model: str | None = None) -> dict:
+    """requests: [{key, messages, temperature, max_tokens}]. Returns {"generations": {key: Generation},
+    "failures": {key: (reason, calls made)}}. A transient fault raises, so Prefect retries the batch;
+    the requests that already succeeded are then read back from the cache, not asked again.
 
-        gate = concurrency(concurrency_limit, occupy=1)
-    else:
+    `model` is the model's name in the cache key; `endpoint_model`, when given, is what the endpoint
+    calls it (the embedded server answers only to its folder path, which differs per machine)."""
+    store = ResultStore(result_storage=storage)
+    client = client_for(base_url, api_key_env, timeout)
+    generations, failures = {}, {}
+    for r in requests:
+        key = r["key"]
+        if store.exists(key):
+            generations[key] = store.read(key).result
+            continue
+        # Opt-in global concurrency limit, shared by every flow run that names it (one API key's budget).
         gate = nullcontext()
-    with gate:
-        client = client_for(base_url, api_key_env, timeout)
-        return generate_pairs(client, endpoint_model or model, messages, temperature, max_tokens, parse_attempts)
+        if concurrency_limit:
+            from prefect.concurrency.sync import concurrency
+
+            gate = concurrency(concurrency_limit, occupy=1)
+        try:
+            with gate:
+                gen = generate_pairs(client, endpoint_model or model, r["messages"], r["temperature"],
+                                     r["max_tokens"], parse_attempts)
+        except ParseError as exc:
+            failures[key] = (f"ParseError: {exc}", exc.attempts)
+            continue
+        except Exception as exc:
+            if is_transient(exc):
+                raise
+            failures[key] = (f"{type(exc).__name__}: {exc}", 1)  # permanent (401, 400, ...): not retried
+            continue
+        store.write(gen, key=key)  # persisted at once: a killed run keeps it
+        generations[key] = gen
+    return {"generations": generations, "failures": failures}
