@@ -32,7 +32,8 @@ def run(name: str, out: Path, args, temperatures: int, batch_size: int) -> dict:
     result = memorize_pipeline(
         documents=[str(DOC)], context=CONTEXT, out=str(out / name), questions=str(QUESTIONS),
         base_model=args.base_model, base_url=args.base_url, model=args.model, temperatures=temperatures,
-        epochs=args.epochs, dataset_options={"cache_dir": str(out / "cache"), "questions_per_chunk": args.questions_per_chunk},
+        epochs=args.epochs, dataset_options={"cache_dir": str(out / "cache"), "questions_per_chunk": args.questions_per_chunk,
+                         "parse_attempts": args.parse_attempts},
         train_options={"batch_size": batch_size}, eval_options={"max_test_questions": args.max_test_questions})
     ev = result["evaluation"]
     by_kind = ev["fine_tuned"].get("kinds", {})
@@ -55,6 +56,7 @@ def main() -> None:
     ap.add_argument("--base-model")
     ap.add_argument("--temperatures", type=int, default=3)
     ap.add_argument("--questions-per-chunk", type=int)
+    ap.add_argument("--parse-attempts", type=int, default=3)
     ap.add_argument("--epochs", type=float, default=3.0)
     ap.add_argument("--max-test-questions", type=int, default=30)
     ap.add_argument("--no-ablations", action="store_true")

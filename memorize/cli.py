@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 
 EPILOG = """Keys come from the environment only: the LLM endpoint's key from the variable named by
@@ -31,6 +32,7 @@ def _add_generation_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--concurrency-limit", help="name of a Prefect global concurrency limit to share with other runs (opt-in)")
     g.add_argument("--timeout", type=float, default=120.0, help="seconds per LLM request (default %(default)s)")
     g.add_argument("--retries", type=int, default=4, help="retries on 429/5xx/timeouts/connection errors (default %(default)s)")
+    g.add_argument("--parse-attempts", type=int, default=3, help="times a request is asked when its reply cannot be parsed (default %(default)s)")
     g.add_argument("--price-per-1k", type=float, default=0.0, help="price per 1K tokens for the cost estimate (default %(default)s)")
     g.add_argument("--cache-dir", default=".memorize/cache", help="where cached results live (default %(default)s)")
     g.add_argument("--hub-repo", help="push the dataset to this Hugging Face dataset repo (token from HF_TOKEN)")
@@ -43,7 +45,7 @@ def _dataset_params(a: argparse.Namespace, out: str) -> dict:
                 api_key_env=a.api_key_env, temperatures=a.temperatures, questions_per_chunk=a.questions_per_chunk,
                 styles=a.styles, chunk_tokens=a.chunk_tokens, chunk_overlap=a.chunk_overlap,
                 pairs_per_row=a.pairs_per_row, test_ratio=a.test_ratio, seed=a.seed, concurrency=a.concurrency,
-                concurrency_limit=a.concurrency_limit, request_timeout=a.timeout, retries=a.retries,
+                concurrency_limit=a.concurrency_limit, request_timeout=a.timeout, retries=a.retries, parse_attempts=a.parse_attempts,
                 price_per_1k=a.price_per_1k, cache_dir=a.cache_dir, hub_repo=a.hub_repo, public=a.public,
                 dry_run=a.dry_run)
 
@@ -148,7 +150,6 @@ def cmd_run(a: argparse.Namespace) -> int:
 
 
 def cmd_watch(a: argparse.Namespace) -> int:
-    import os
     from pathlib import Path
 
     from memorize.watch import Watcher
@@ -239,6 +240,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    # The temporary Prefect server would try to send telemetry, which fails (and logs errors) offline.
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     try:
         return args.func(args)
     except KeyboardInterrupt:

@@ -13,7 +13,7 @@ from prefect.tasks import exponential_backoff
 from memorize.llm import client_for, generate_pairs, is_transient
 from memorize.qa_parse import ParseError
 from memorize.qa_prompt import PROMPT_VERSION
-from tasks.caching import content_key
+from tasks.caching import cached, content_key
 
 
 def generation_key(messages: list[dict], model: str, temperature: float, max_tokens: int) -> str:
@@ -46,8 +46,9 @@ def generate_batch_task(requests: list[dict], label: str, storage: LocalFileSyst
     generations, failures = {}, {}
     for r in requests:
         key = r["key"]
-        if store.exists(key):
-            generations[key] = store.read(key).result
+        hit = cached(storage, key)
+        if hit is not None:
+            generations[key] = hit
             continue
         # Opt-in global concurrency limit, shared by every flow run that names it (one API key's budget).
         gate = nullcontext()
