@@ -18,6 +18,7 @@ from memorize.llm import DEFAULT_API_KEY_ENV, Generation
 from memorize.local_model import DEFAULT_MODEL_NAME, resolve_model
 from memorize.local_server import serve
 from memorize.plan import Request, estimate, plan_requests
+from memorize.hub import HubError
 from memorize.publish import dataset_card, push_dataset
 from memorize.qa_prompt import temperatures as temperature_range
 from memorize.styles import check_styles
@@ -187,8 +188,11 @@ def build_dataset(
         for c in chunks:
             f.write(json.dumps(c.to_dict(), ensure_ascii=False) + "\n")
     if hub_repo:
-        card = dataset_card(hub_repo, report, report["settings"])
-        report["hub_url"] = push_dataset(out_dir / "dataset", hub_repo, card, private=not public)
+        try:
+            card = dataset_card(hub_repo, report, report["settings"])
+            report["hub_url"] = push_dataset(out_dir / "dataset", hub_repo, card, private=not public)
+        except HubError as exc:  # the dataset on disk stays; re-running pushes without any LLM call
+            failures.append({"file": str(out_dir / "dataset"), "stage": "publish", "reason": str(exc)})
     report["elapsed_s"] = round(time.perf_counter() - started, 2)
     (out_dir / "report.json").write_text(json.dumps(report, indent=2, ensure_ascii=False))
 

@@ -114,6 +114,13 @@ def test_outputs_agree_and_record_provenance(prefect_server, docs, tmp_path):
         assert saved[key] == report[key]
 
 
+def test_failed_hub_push_keeps_the_dataset_and_reports_why(prefect_server, docs, tmp_path):
+    with FakeLLM() as llm:
+        report = _run(llm, docs, tmp_path, hub_repo="me/quillmoor-qa")  # no HF_TOKEN in the tests
+    assert [f["stage"] for f in report["failures"]] == ["publish"] and "HF_TOKEN" in report["failures"][0]["reason"]
+    assert (tmp_path / "out" / "dataset" / "dataset_dict.json").exists() and report["qa_pairs"] > 0
+
+
 def test_dry_run_estimates_and_calls_nothing(prefect_server, docs, tmp_path):
     with FakeLLM() as llm:
         report = _run(llm, docs, tmp_path, dry_run=True, price_per_1k=0.5)
