@@ -107,11 +107,11 @@ def build_dataset(
     storage = result_storage(cache_dir)
     failures: list[dict] = []
 
-    docs, chunks = _extract_and_chunk(documents, chunk_tokens, chunk_overlap, storage, failures)
     # The embedded model is keyed by its name, not its per-machine path.
     model_name = model or (DEFAULT_MODEL_NAME if base_url is None else None)
     if not model_name:
         raise ValueError("--model is required with --base-url (the model name the endpoint serves)")
+    docs, chunks = _extract_and_chunk(documents, chunk_tokens, chunk_overlap, storage, failures)
     plan = plan_requests(chunks, context, temps, styles, questions_per_chunk)
     est = estimate(plan, price_per_1k)
     keys = [generation_key(r.messages, model_name, r.temperature, r.max_tokens) for r in plan]
@@ -122,8 +122,8 @@ def build_dataset(
             results[i] = hit
     cache_hits = len(results)
     logger.info(f"{len(docs)} document(s), {len(chunks)} chunk(s), {len(temps)} temperature(s) {temps}, styles {styles}: "
-          f"{est['requests']} requests ({cache_hits} cached), ~{est['prompt_tokens'] + est['completion_tokens']:,} "
-          f"tokens, estimated cost {est['estimated_cost']:.4f} at {price_per_1k}/1K tokens")
+                f"{est['requests']} requests ({cache_hits} cached), ~{est['prompt_tokens'] + est['completion_tokens']:,} "
+                f"tokens, estimated cost {est['estimated_cost']:.4f} at {price_per_1k}/1K tokens")
     report = {"documents": docs, "chunks": len(chunks), **est, "llm_calls": 0, "cache_hits": cache_hits,
               "qa_pairs": 0, "train_rows": 0, "test_rows": 0, "failures": failures}
     if dry_run:
@@ -202,6 +202,6 @@ def build_dataset(
     create_markdown_artifact(key="build-dataset-summary", markdown=_summary_markdown(report))
     for f in failures:
         logger.warning("failed: %s", f)
-    logger.info(f"{report['qa_pairs']} QA pairs -> {report['train_rows']} train / {report['test_rows']} test rows in {out_dir} "
-          f"({report['llm_calls']} LLM calls, {cache_hits} cache hits, {len(failures)} failure(s))")
+    logger.info(f"{report['qa_pairs']} QA pairs -> {report['train_rows']} train / {report['test_rows']} test rows in "
+                f"{out_dir} ({report['llm_calls']} LLM calls, {cache_hits} cache hits, {len(failures)} failure(s))")
     return report
