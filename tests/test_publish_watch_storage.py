@@ -31,3 +31,10 @@ def test_changes_are_detected_by_content_not_mtime(tmp_path):
     assert changes(first, second) == {str((tmp_path / "b.txt").resolve()): "modified", str((tmp_path / "c.md").resolve()): "created"}
     (tmp_path / "a.md").unlink()
     assert changes(second, snapshot(tmp_path)) == {str((tmp_path / "a.md").resolve()): "deleted"}
+
+
+def test_training_data_a_worker_cannot_see_is_a_clear_error(tmp_path):
+    from flows.finetune import SharedStorageError, finetune
+
+    with pytest.raises(SharedStorageError, match=r"does not exist on this worker.*Shared storage"):
+        finetune.fn(data_dir=str(tmp_path / "elsewhere"), output_dir=str(tmp_path / "model"))
