@@ -12,7 +12,7 @@ from prefect.futures import as_completed
 from prefect.task_runners import ThreadPoolTaskRunner
 from tqdm import tqdm
 
-from memorize.dataset import DEFAULT_TEST_RATIO, assign_split, write_dataset
+from memorize.dataset import DEFAULT_TEST_RATIO, assign_split, ensure_test_pair, write_dataset
 from memorize.extract import ExtractionError, find_documents
 from memorize.llm import DEFAULT_API_KEY_ENV, Generation
 from memorize.local_model import DEFAULT_MODEL_NAME, resolve_model
@@ -177,6 +177,7 @@ def build_dataset(
         bar.close()
 
     qa = [p for i in sorted(results) for p in _record_pairs(plan[i], results[i], test_ratio, seed)]
+    ensure_test_pair(qa, test_ratio, seed)
     report["llm_calls"] = sum(results[i].attempts for i in todo if i in results) + failed_calls
     report["qa_pairs"] = len(qa)
     report.update(write_dataset(out_dir, qa, pairs_per_row, seed))

@@ -14,8 +14,18 @@ def assign_split(question: str, answer: str, test_ratio: float, seed: int = 0) -
     """Stable per pair: adding or regenerating other pairs never moves this one."""
     if not 0 <= test_ratio < 1:
         raise ValueError(f"--test-ratio must be in [0, 1), got {test_ratio}")
-    h = int(hashlib.sha256(f"{seed}\0{question}\0{answer}".encode()).hexdigest()[:12], 16)
-    return "test" if h / 16**12 < test_ratio else "train"
+    return "test" if _split_score(question, answer, seed) < test_ratio else "train"
+
+
+def _split_score(question: str, answer: str, seed: int) -> float:
+    return int(hashlib.sha256(f"{seed}\0{question}\0{answer}".encode()).hexdigest()[:12], 16) / 16**12
+
+
+def ensure_test_pair(pairs: list[dict], test_ratio: float, seed: int = 0) -> None:
+    """A small dataset can draw no test pair at all, leaving nothing to measure held-out loss on;
+    then the pair nearest to the test side moves there (deterministic)."""
+    if test_ratio > 0 and len(pairs) >= 2 and not any(p["split"] == "test" for p in pairs):
+        min(pairs, key=lambda p: _split_score(p["question"], p["answer"], seed))["split"] = "test"
 
 
 def chat_rows(pairs: list[dict], pairs_per_row: int, seed: int = 0) -> list[dict]:

@@ -3,7 +3,7 @@ import json
 
 from datasets import load_from_disk
 
-from memorize.dataset import assign_split, chat_rows, write_dataset
+from memorize.dataset import assign_split, chat_rows, ensure_test_pair, write_dataset
 
 
 def _pairs(n):
@@ -47,3 +47,15 @@ def test_empty_split_is_left_out_of_the_datasetdict(tmp_path):
     assert write_dataset(tmp_path, qa, pairs_per_row=5) == {"train_rows": 1, "test_rows": 0}
     assert list(load_from_disk(str(tmp_path / "dataset"))) == ["train"]
     assert (tmp_path / "test.jsonl").read_text() == ""
+
+
+def test_a_small_dataset_always_gets_a_test_pair():
+    pairs = [dict(p, split="train") for p in _pairs(5)]
+    ensure_test_pair(pairs, 1 / 11)
+    assert [p["split"] for p in pairs].count("test") == 1
+    again = [dict(p, split="train") for p in _pairs(5)]
+    ensure_test_pair(again, 1 / 11)
+    assert again == pairs  # deterministic
+    alone = [dict(p, split="train") for p in _pairs(1)]
+    ensure_test_pair(alone, 1 / 11)
+    assert alone[0]["split"] == "train"  # one pair stays for training
