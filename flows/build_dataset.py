@@ -30,14 +30,15 @@ from tasks.generate import generate_batch_task, generation_key
 
 def _extract_and_chunk(documents: list[str], chunk_tokens: int, overlap: int, storage, failures: list):
     docs, chunks = [], []
+    extract_node, chunk_node = (t.with_options(result_storage=storage) for t in (extract_task, chunk_task))
     for path in find_documents(documents):
         try:
-            doc = extract_task.with_options(result_storage=storage)(str(path))
+            doc = extract_node(str(path))
         except ExtractionError as exc:
             failures.append({"file": exc.path, "stage": "extract", "reason": exc.reason})
             continue
         docs.append(doc.path)
-        chunks.extend(chunk_task.with_options(result_storage=storage)(doc, chunk_tokens, overlap))
+        chunks.extend(chunk_node(doc, chunk_tokens, overlap))
     return docs, chunks
 
 
