@@ -1,12 +1,25 @@
-"""Benchmark: does the model memorize? The whole pipeline on a fictional charter (so no model can
-know it) with 30 hand-written questions (direct, paraphrased, reversed), and two ablations from
-practice: 1 temperature instead of 3, and batch size 8 instead of 1.
+"""Benchmark: does the fine-tuned model know the document? One fictional charter (no model can know it),
+48 held-out hand-written questions (direct, paraphrased, reversed, multi-fact) and a set of
+configurations, each trained and asked the same questions closed-book.
 
-    python bench/memorization.py [--base-url URL --model NAME] [--base-model ID] [--epochs 3] [--configs default temperatures-1 batch-8]
+    python bench/memorization.py [--configs strong-old strong ...] [--base-model ID] [--out DIR]
 
-Prints base / fine-tuned / in-context accuracy and the forgetting check per configuration, and
-writes them to OUT/summary.json. With no --base-url the embedded SmolLM2-135M-Instruct generates
-the questions on the CPU (slow, and weak questions: the figures say what *this* model achieves).
+Configurations (data -> training):
+  strong-old          the hand-written reference set (a stand-in for a GPT-4-class teacher: 251 varied
+                      pairs covering every fact) with the old `memorize train` defaults (lr 1e-4, 1 epoch,
+                      LoRA r16, no replay)
+  strong              the reference set with the `memorize train` defaults
+  strong-no-replay    ... without replay;  strong-batch8: ... at batch size 8
+  augment             no LLM at all: the teacher-free augmentations only (`memorize dataset --temperatures 0`)
+  augment-no-KIND     ... without one augmentation kind (passage, span, reverse, cloze)
+  embedded            `memorize run` defaults: the embedded SmolLM2-135M generator at 3 temperatures +
+                      augmentations, then the `memorize train` defaults
+  embedded-t1         ... at 1 temperature;  embedded-no-augment: generator pairs only
+
+Any training pair whose question is a near-duplicate of a held-out question (rapidfuzz ratio >= 85) is
+removed first and counted, so the questions are truly unseen. The base and in-context answers are the
+same for every configuration (same base model, questions and chunks): computed once and reused through
+the evaluation's answer cache. Prints one table and writes OUT/summary.json.
 """
 from __future__ import annotations
 
@@ -19,66 +32,153 @@ from pathlib import Path
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("DO_NOT_TRACK", "1")
 
-from flows.pipeline import memorize_pipeline  # noqa: E402
+from rapidfuzz import fuzz  # noqa: E402
+
+from memorize.augment import KINDS  # noqa: E402
+from memorize.dataset import DEFAULT_TEST_RATIO, assign_split, ensure_test_pair, read_jsonl, write_dataset  # noqa: E402
+from memorize.evaluation import evaluate, load_questions  # noqa: E402
+from memorize.local_model import resolve_model  # noqa: E402
+from memorize.training import TrainConfig, train  # noqa: E402
 
 HERE = Path(__file__).parent
 DOC = HERE / "data" / "moonwell_charter.md"
 QUESTIONS = HERE / "data" / "moonwell_questions.jsonl"
+REFERENCE = HERE / "data" / "moonwell_reference_pairs.jsonl"
 CONTEXT = "The charter of the Moonwell Honey and Cider Cooperative"
+PAIRS_PER_ROW = 5
+OLD_DEFAULTS = {"learning_rate": 1e-4, "epochs": 1.0, "lora_r": 16, "lora_alpha": 32, "replay_ratio": 0.0}
 
 
-def run(name: str, out: Path, args, temperatures: int, batch_size: int) -> dict:
+def _norm(text: str) -> str:
+    return " ".join(text.lower().split())
+
+
+def decontaminate(qa: list[dict], held_out: list[str]) -> tuple[list[dict], int]:
+    held = [_norm(q) for q in held_out]
+    kept = [p for p in qa if all(fuzz.ratio(_norm(p["question"]), h) < 85 for h in held)]
+    return kept, len(qa) - len(kept)
+
+
+def _build(name: str, data: Path, args, held_out: list[str]) -> dict:
+    """The dataset folder of a configuration; returns {pairs, removed, minutes}."""
+    from flows.build_dataset import build_dataset
+
     started = time.perf_counter()
-    try:
-        result = memorize_pipeline(
-            documents=[str(DOC)], context=CONTEXT, out=str(out / name), questions=str(QUESTIONS),
-            base_model=args.base_model, base_url=args.base_url, model=args.model, temperatures=temperatures,
-            epochs=args.epochs, dataset_options={"cache_dir": str(out / "cache"), "parse_attempts": args.parse_attempts,
-                                                 "questions_per_chunk": args.questions_per_chunk},
-            train_options={"batch_size": batch_size}, eval_options={"max_test_questions": args.max_test_questions})
-    except ValueError as exc:  # e.g. a weak generator produced no usable pair at this setting
-        return {"config": name, "temperatures": temperatures, "batch_size": batch_size, "error": str(exc),
-                "minutes": round((time.perf_counter() - started) / 60, 1)}
-    ev = result["evaluation"]
-    by_kind = ev["fine_tuned"].get("kinds", {})
-    return {
-        "config": name, "temperatures": temperatures, "batch_size": batch_size, "qa_pairs": result["dataset"]["qa_pairs"],
-        "base": ev["base"]["questions"]["accuracy"], "fine_tuned": ev["fine_tuned"]["questions"]["accuracy"],
-        "in_context": ev["in_context"]["questions"]["accuracy"],
-        "test_split_base": ev["base"]["test_split"]["accuracy"], "test_split_fine_tuned": ev["fine_tuned"]["test_split"]["accuracy"],
-        "fine_tuned_by_kind": {k: v["accuracy"] for k, v in by_kind.items()},
-        "forgetting_base": ev["forgetting"]["base_accuracy"], "forgetting_fine_tuned": ev["forgetting"]["fine_tuned_accuracy"],
-        "minutes": round((time.perf_counter() - started) / 60, 1),
-    }
+    if name.startswith("strong"):
+        qa = [{**r, "split": assign_split(r["question"], r["answer"], DEFAULT_TEST_RATIO)} for r in read_jsonl(REFERENCE)]
+    else:
+        generate = name.startswith("embedded")
+        kinds = [] if name == "embedded-no-augment" else [k for k in KINDS if name != f"augment-no-{k}"]
+        build_dataset(documents=[str(DOC)], context=CONTEXT, out=str(data), base_url=args.base_url, model=args.model,
+                      temperatures=(1 if name == "embedded-t1" else 3) if generate else 0, augment=kinds,
+                      cache_dir=str(Path(args.out) / "cache"), progress=False)
+        qa = read_jsonl(data / "qa.jsonl")
+    qa, removed = decontaminate(qa, held_out)
+    ensure_test_pair(qa, DEFAULT_TEST_RATIO)
+    write_dataset(data, qa, PAIRS_PER_ROW)
+    return {"pairs": len(qa), "removed_near_duplicates": removed, "data_minutes": (time.perf_counter() - started) / 60}
+
+
+def _chunks_for_in_context(data: Path) -> None:
+    """The strong configurations have no chunks.jsonl; the in-context ceiling reads the charter's chunks."""
+    if not (data / "chunks.jsonl").exists():
+        from memorize.chunking import chunk_document
+        from memorize.extract import extract
+
+        with open(data / "chunks.jsonl", "w", encoding="utf-8") as f:
+            for c in chunk_document(extract(DOC)):
+                f.write(json.dumps(c.to_dict(), ensure_ascii=False) + "\n")
+
+
+def _accuracy(section: dict | None, kind: str | None = None):
+    if section is None:
+        return None
+    s = section["questions"] if kind is None else section["kinds"].get(kind)
+    return None if s is None else (s["accuracy"], s["n"])
+
+
+def run(name: str, args, base_model: str, held_out: list[str]) -> dict:
+    out = Path(args.out) / name
+    data = out / "data"
+    row = {"config": name, **_build(name, data, args, held_out)}
+    _chunks_for_in_context(data)
+    overrides = dict(OLD_DEFAULTS) if name == "strong-old" else {}
+    if name == "strong-no-replay":
+        overrides["replay_ratio"] = 0.0
+    if name == "strong-batch8":
+        overrides["batch_size"] = 8
+    config = TrainConfig(base_model=base_model, data_dir=str(data), output_dir=str(out / "model"), **overrides)
+    started = time.perf_counter()
+    result = train(config, progress=False)
+    row["train_minutes"] = (time.perf_counter() - started) / 60
+    row["final_train_loss"] = result.final_train_loss
+    started = time.perf_counter()
+    summary = evaluate(base_model, str(result.adapter_dir), data, out / "eval", questions_file=QUESTIONS,
+                       max_test_questions=0, batch_size=16, progress=False,
+                       answer_cache=Path(args.out) / "answer-cache.json")
+    row["eval_minutes"] = (time.perf_counter() - started) / 60
+    for system in ("base", "fine_tuned", "in_context"):
+        row[system] = _accuracy(summary[system])
+        row[f"{system}_kinds"] = {k: _accuracy(summary[system], k) for k in summary[system]["kinds"]}
+    records = [r for r in json.loads((out / "eval" / "eval.json").read_text())["records"] if r["set"] == "questions"]
+    hard = [r for r in records if r.get("kind") in ("paraphrased", "reversed")]
+    for system in ("base", "fine_tuned", "in_context"):
+        row[f"{system}_paraphrased_reversed"] = (sum(bool(r[system]["correct"]) for r in hard) / len(hard), len(hard))
+    row["general"] = {k: summary["forgetting"][k] for k in ("n", "base_accuracy", "fine_tuned_accuracy")}
+    row["hyperparameters"] = {k: getattr(config, k) for k in ("learning_rate", "epochs", "lora_r", "lora_alpha",
+                                                              "batch_size", "replay_ratio")}
+    return row
+
+
+def _pct(value) -> str:
+    if value is None:
+        return "—"
+    return f"{value[0]:.0%}" if isinstance(value, tuple) else f"{value:.0%}"
+
+
+def table(rows: list[dict]) -> str:
+    head = ("| config | pairs | base | fine-tuned | in-context | fine-tuned: direct / paraphrased / reversed / multi "
+            "| paraphrased+reversed: base → fine-tuned (in-context) | general knowledge base → fine-tuned | minutes "
+            "(data + train + eval) |")
+    lines = [head, "|" + "---|" * 9]
+    for r in rows:
+        kinds = " / ".join(_pct(r["fine_tuned_kinds"].get(k)) for k in ("direct", "paraphrased", "reversed", "multi"))
+        g = r["general"]
+        lines.append(
+            f"| {r['config']} | {r['pairs']} | {_pct(r['base'])} | **{_pct(r['fine_tuned'])}** | {_pct(r['in_context'])} "
+            f"| {kinds} | {_pct(r['base_paraphrased_reversed'])} → **{_pct(r['fine_tuned_paraphrased_reversed'])}** "
+            f"({_pct(r['in_context_paraphrased_reversed'])}) | {_pct(g['base_accuracy'])} → {_pct(g['fine_tuned_accuracy'])} "
+            f"| {r['data_minutes']:.1f} + {r['train_minutes']:.1f} + {r['eval_minutes']:.1f} |")
+    n = rows[0]
+    lines.append(f"\nn: {n['fine_tuned'][1]} held-out questions "
+                 f"({', '.join(f'{k} {v[1]}' for k, v in n['fine_tuned_kinds'].items())}); "
+                 f"paraphrased+reversed {n['fine_tuned_paraphrased_reversed'][1]}; general knowledge {n['general']['n']}.")
+    return "\n".join(lines)
+
+
+CONFIGS = ["strong-old", "strong", "strong-no-replay", "strong-batch8", "augment", *[f"augment-no-{k}" for k in KINDS],
+           "embedded", "embedded-t1", "embedded-no-augment"]
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", default="out/bench-memorization")
-    ap.add_argument("--base-url")
-    ap.add_argument("--model")
-    ap.add_argument("--base-model")
-    ap.add_argument("--temperatures", type=int, default=3)
-    ap.add_argument("--questions-per-chunk", type=int)
-    ap.add_argument("--parse-attempts", type=int, default=3)
-    ap.add_argument("--epochs", type=float, default=3.0)
-    ap.add_argument("--max-test-questions", type=int, default=30)
-    ap.add_argument("--configs", nargs="+", choices=["default", "temperatures-1", "batch-8"],
-                    default=["default", "temperatures-1", "batch-8"], help="which configurations to run")
+    ap.add_argument("--configs", nargs="+", choices=CONFIGS, default=["strong-old", "strong", "augment", "embedded"])
+    ap.add_argument("--base-model", help="model to fine-tune (default: the embedded SmolLM2-135M-Instruct)")
+    ap.add_argument("--base-url", help="generator endpoint for the embedded-* configurations (default: embedded model)")
+    ap.add_argument("--model", help="generator model name at --base-url")
     args = ap.parse_args()
-    out = Path(args.out)
-    configs = {"default": (args.temperatures, 1), "temperatures-1": (1, 1), "batch-8": (args.temperatures, 8)}
-    rows = [run(name, out, args, *configs[name]) for name in args.configs]
-    (out / "summary.json").write_text(json.dumps(rows, indent=2))
-    pct = lambda v: "  —  " if v is None else f"{v:5.0%}"  # noqa: E731
-    print(f"\n{'config':<16}{'pairs':>6}  {'base':>5}  {'tuned':>5}  {'in-ctx':>6}  {'forget b->t':>12}  {'min':>5}")
-    for r in rows:
-        if "error" in r:
-            print(f"{r['config']:<16}  failed: {r['error']}")
-            continue
-        print(f"{r['config']:<16}{r['qa_pairs']:>6}  {pct(r['base'])}  {pct(r['fine_tuned'])}  {pct(r['in_context']):>6}  "
-              f"{pct(r['forgetting_base'])}->{pct(r['forgetting_fine_tuned'])}  {r['minutes']:>5}")
-    print(f"(accuracy on the {QUESTIONS.name} questions; `must` keys scored; figures in {out / 'summary.json'})")
+    base_model = resolve_model(args.base_model)
+    held_out = [q["question"] for q in load_questions(QUESTIONS)]
+    summary_path = Path(args.out) / "summary.json"
+    rows = []
+    for name in args.configs:
+        started = time.perf_counter()
+        rows.append({**run(name, args, base_model, held_out), "minutes": (time.perf_counter() - started) / 60})
+        summary_path.write_text(json.dumps(rows, indent=2))  # a long run keeps what it has measured
+        print(table(rows[-1:]).splitlines()[2], flush=True)
+    print("\n" + table(rows))
+    print(f"(figures in {summary_path})")
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections import Counter
 from contextlib import ExitStack
 from pathlib import Path
 
@@ -12,8 +13,10 @@ from prefect.futures import as_completed
 from prefect.task_runners import ThreadPoolTaskRunner
 from tqdm import tqdm
 
+from memorize.augment import KINDS as AUGMENT_KINDS, check_kinds
 from memorize.dataset import DEFAULT_TEST_RATIO, assign_split, ensure_test_pair, write_dataset
 from memorize.extract import ExtractionError, find_documents
+from memorize.filtering import filter_pairs
 from memorize.llm import DEFAULT_API_KEY_ENV, Generation
 from memorize.local_model import DEFAULT_MODEL_NAME, resolve_model
 from memorize.local_server import serve
@@ -22,6 +25,7 @@ from memorize.hub import HubError
 from memorize.publish import dataset_card, push_dataset
 from memorize.qa_prompt import temperatures as temperature_range
 from memorize.styles import check_styles
+from tasks.augment import augment_task
 from tasks.caching import DEFAULT_CACHE_DIR, cached, result_storage
 from tasks.chunk import chunk_task
 from tasks.extract import extract_task
@@ -49,19 +53,22 @@ def batches(todo: list[int], concurrency: int) -> list[list[int]]:
     return [todo[k : k + size] for k in range(0, len(todo), size)]
 
 
+def _record(question: str, answer: str, chunk, origin: str, test_ratio: float, seed: int, **extra) -> dict:
+    """One pair with its provenance; `origin` is "llm" or "augment:<kind>"."""
+    return {"question": question, "answer": answer, "chunk_id": chunk.chunk_id, "chunk_sha256": chunk.sha256,
+            "source": chunk.source, "page_start": chunk.page_start, "page_end": chunk.page_end, "origin": origin,
+            **extra, "split": assign_split(question, answer, test_ratio, seed)}
+
+
 def _record_pairs(req: Request, gen: Generation, test_ratio: float, seed: int) -> list[dict]:
-    c = req.chunk
-    return [
-        {"question": q, "answer": a, "chunk_id": c.chunk_id, "chunk_sha256": c.sha256, "source": c.source,
-         "page_start": c.page_start, "page_end": c.page_end, "temperature": req.temperature, "style": req.style,
-         "split": assign_split(q, a, test_ratio, seed)}
-        for q, a in gen.pairs
-    ]
+    return [_record(q, a, req.chunk, "llm", test_ratio, seed, temperature=req.temperature, style=req.style)
+            for q, a in gen.pairs]
 
 
 def _summary_markdown(report: dict) -> str:
     rows = "\n".join(f"| {k} | {report[k]} |" for k in
-                     ("chunks", "requests", "llm_calls", "cache_hits", "qa_pairs", "train_rows", "test_rows"))
+                     ("chunks", "requests", "llm_calls", "cache_hits", "qa_pairs", "pairs_by_origin", "dropped",
+                      "train_rows", "test_rows"))
     fails = "\n".join(f"- `{f.get('file')}` {f.get('chunk', '')}: {f['reason']}" for f in report["failures"]) or "none"
     docs = "\n".join(f"- `{d}`" for d in report["documents"])
     return f"# Dataset summary\n\nDocuments:\n{docs}\n\n| figure | value |\n|---|---|\n{rows}\n\nFailures:\n{fails}\n"
@@ -78,6 +85,7 @@ def build_dataset(
     temperatures: int = 3,
     questions_per_chunk: int | None = None,
     styles: list[str] = ["mixed"],
+    augment: list[str] = list(AUGMENT_KINDS),
     chunk_tokens: int = 500,
     chunk_overlap: int = 40,
     pairs_per_row: int = 5,
@@ -104,6 +112,7 @@ def build_dataset(
     started = time.perf_counter()
     out_dir = Path(out)
     check_styles(styles)
+    check_kinds(augment)
     temps = temperature_range(temperatures)
     storage = result_storage(cache_dir)
     failures: list[dict] = []
@@ -177,14 +186,21 @@ def build_dataset(
             update_progress_artifact(progress_id, 100.0 * done / len(todo))
         bar.close()
 
-    qa = [p for i in sorted(results) for p in _record_pairs(plan[i], results[i], test_ratio, seed)]
+    generated = [p for i in sorted(results) for p in _record_pairs(plan[i], results[i], test_ratio, seed)]
+    qa, dropped = filter_pairs(generated, {c.chunk_id: c.text for c in chunks})
+    if augment and chunks:
+        by_id = {c.chunk_id: c for c in chunks}
+        qa += [_record(p["question"], p["answer"], by_id[p["chunk_id"]], f"augment:{p['kind']}", test_ratio, seed)
+               for p in augment_task.with_options(result_storage=storage)(chunks, context, augment)]
     ensure_test_pair(qa, test_ratio, seed)
+    report["dropped"] = dict(dropped)
+    report["pairs_by_origin"] = dict(Counter(p["origin"] for p in qa))
     report["llm_calls"] = sum(results[i].attempts for i in todo if i in results) + failed_calls
     report["qa_pairs"] = len(qa)
     report.update(write_dataset(out_dir, qa, pairs_per_row, seed))
     report["settings"] = {"context": context, "model": model_name, "temperatures": temps, "styles": styles,
                           "chunk_tokens": chunk_tokens, "chunk_overlap": chunk_overlap,
-                          "questions_per_chunk": questions_per_chunk or "1 per 60 tokens",
+                          "questions_per_chunk": questions_per_chunk or "1 per 60 tokens", "augment": augment,
                           "pairs_per_row": pairs_per_row, "test_ratio": round(test_ratio, 4), "seed": seed}
     with open(out_dir / "chunks.jsonl", "w", encoding="utf-8") as f:
         for c in chunks:

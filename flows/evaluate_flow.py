@@ -8,6 +8,7 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 from memorize.llm import DEFAULT_API_KEY_ENV
 from memorize.local_model import resolve_model
+from tasks.caching import DEFAULT_CACHE_DIR
 from tasks.evaluate import evaluate_task
 
 SYSTEMS = ("base", "fine_tuned", "in_context")
@@ -19,8 +20,13 @@ def _pct(value: float | None) -> str:
 
 def accuracy_lines(summary: dict) -> list[str]:
     """The before/after/in-context figures, one line each, for the terminal and the run's log."""
-    lines = [f"{s:>11}: " + ("not run" if summary[s] is None else
-                             f"{_pct(summary[s]['accuracy'])} accuracy (n={summary[s]['n']})") for s in SYSTEMS]
+    lines = []
+    for s in SYSTEMS:
+        section = summary[s]
+        kinds = "" if section is None or not section.get("kinds") else " — " + ", ".join(
+            f"{k} {_pct(v['accuracy'])} (n={v['n']})" for k, v in section["kinds"].items())
+        lines.append(f"{s:>11}: " + ("not run" if section is None else
+                                     f"{_pct(section['accuracy'])} accuracy (n={section['n']}){kinds}"))
     f = summary["forgetting"]
     if f["n"]:
         lines.append(f" forgetting: general knowledge base {_pct(f['base_accuracy'])} -> "
@@ -42,6 +48,7 @@ def evaluate_flow(
     max_test_questions: int = 50,
     batch_size: int = 8,
     include_general: bool = True,
+    cache_dir: str = DEFAULT_CACHE_DIR,
     progress: bool = True,
 ) -> dict:
     """Answer the held-out generated questions and your question file with the base model, the
@@ -49,7 +56,7 @@ def evaluate_flow(
     eval.md and accuracy.png to OUT."""
     summary = evaluate_task(resolve_model(base_model), adapter_dir, data_dir, out, questions, judge_base_url,
                             judge_model, judge_api_key_env, top_k, max_test_questions, batch_size,
-                            include_general, progress)
+                            include_general, progress, str(Path(cache_dir) / "answers" / "base.json"))
     table = [{"system": s, "accuracy": _pct(summary[s] and summary[s]["accuracy"]),
               "n": summary[s] and summary[s]["n"]} for s in SYSTEMS]
     create_table_artifact(key="evaluation-accuracy", table=table, description="closed-book accuracy")

@@ -56,6 +56,8 @@ def finetune(
     neftune_alpha: float | None = None,
     gradient_checkpointing: bool = False,
     chat_template: str | None = None,
+    replay_ratio: float = 0.1,
+    replay_prompts: str | None = None,
     find_epochs: int | None = None,
     merge: bool = False,
     max_steps: int = -1,
@@ -73,6 +75,7 @@ def finetune(
         learning_rate=learning_rate, epochs=epochs, batch_size=batch_size, grad_accum=grad_accum,
         lr_scheduler=lr_scheduler, max_length=max_length, neftune_alpha=neftune_alpha,
         gradient_checkpointing=gradient_checkpointing, chat_template=chat_template, merge=merge,
+        replay_ratio=replay_ratio, replay_prompts=replay_prompts,
         max_steps=max_steps, hub_repo=hub_repo, hub_public=public)
     # A cached result is only good while its adapter is still on disk.
     refresh = not (Path(output_dir) / "adapter" / "adapter_config.json").exists()

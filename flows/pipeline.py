@@ -10,6 +10,7 @@ from prefect.deployments import run_deployment
 from flows.build_dataset import build_dataset
 from flows.evaluate_flow import accuracy_lines, evaluate_flow
 from flows.finetune import SharedStorageError, finetune, require_shared_path
+from tasks.caching import DEFAULT_CACHE_DIR
 
 
 def train_remotely(pool: str, parameters: dict) -> dict:
@@ -57,7 +58,8 @@ def memorize_pipeline(
                         **train_options)
     trained = train_remotely(train_on_pool, train_params) if train_on_pool else finetune(**train_params)
     summary = evaluate_flow(data_dir=str(data_dir), out=str(eval_dir), adapter_dir=trained["adapter_dir"],
-                            base_model=base_model, questions=questions, **eval_options)
+                            base_model=base_model, questions=questions,
+                            **{"cache_dir": dataset_options.get("cache_dir", DEFAULT_CACHE_DIR), **eval_options})
     logger = get_run_logger()
     for line in accuracy_lines(summary):
         logger.info(line)

@@ -1,7 +1,10 @@
 """Batched greedy answering with a local model, closed-book or with retrieved context."""
 from __future__ import annotations
 
+import hashlib
+import json
 from contextlib import nullcontext
+from pathlib import Path
 
 import torch
 from tqdm.auto import tqdm
@@ -28,6 +31,36 @@ def user_message(question: str, context: str | None = None) -> str:
         f"<documents>\n{context}\n</documents>\n\n"
         f"Question: {question}"
     )
+
+
+def model_fingerprint(model_id: str) -> str:
+    """A local model folder is named by its path and its weights' sizes and times; a Hub id by itself."""
+    path = Path(model_id)
+    if not path.is_dir():
+        return model_id
+    stats = sorted((f.name, f.stat().st_size, int(f.stat().st_mtime)) for f in path.iterdir()
+                   if f.suffix in (".safetensors", ".bin", ".json"))
+    return json.dumps([str(path.resolve()), stats])
+
+
+class AnswerCache:
+    """Greedy answers of a base model (no adapter) persisted by content: the same model, prompt and
+    length give the same answer, so evaluating another adapter of the same base only generates the
+    fine-tuned answers (the base and in-context answers are most of an evaluation's time on a CPU)."""
+
+    def __init__(self, path: str | Path, model_id: str):
+        self.path = Path(path)
+        self.model = model_fingerprint(model_id)
+        self.entries: dict[str, str] = json.loads(self.path.read_text()) if self.path.exists() else {}
+
+    def key(self, prompt: str, max_new_tokens: int) -> str:
+        return hashlib.sha256(json.dumps([self.model, prompt, max_new_tokens]).encode()).hexdigest()
+
+    def save(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(self.entries), encoding="utf-8")
+        tmp.replace(self.path)
 
 
 class Answerer:
@@ -66,18 +99,29 @@ class Answerer:
 
     def answer(self, questions: list[str], contexts: list[str] | None = None, batch_size: int = 8,
                max_new_tokens: int = 128, use_adapter: bool = True, progress: bool = True,
-               desc: str = "answering") -> list[str]:
-        """Answers in input order. use_adapter=False answers with the bare base model."""
+               desc: str = "answering", cache: AnswerCache | None = None) -> list[str]:
+        """Answers in input order. use_adapter=False answers with the bare base model; only such
+        answers are read from and written to `cache`."""
         if contexts is not None and len(contexts) != len(questions):
             raise ValueError(f"{len(questions)} questions but {len(contexts)} contexts")
         prompts = [self.prompt(q, None if contexts is None else contexts[i]) for i, q in enumerate(questions)]
-        # Batching prompts of similar length wastes less compute on padding.
-        order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
         answers: list[str] = [""] * len(prompts)
+        if self.has_adapter and use_adapter:
+            cache = None
+        keys = [cache.key(p, max_new_tokens) for p in prompts] if cache else []
+        todo = [i for i in range(len(prompts)) if not cache or keys[i] not in cache.entries]
+        for i in set(range(len(prompts))) - set(todo):
+            answers[i] = cache.entries[keys[i]]
+        # Batching prompts of similar length wastes less compute on padding.
+        order = sorted(todo, key=lambda i: len(prompts[i]))
         switch = self.model.disable_adapter() if self.has_adapter and not use_adapter else nullcontext()
         with switch:
             for start in tqdm(range(0, len(order), batch_size), desc=desc, disable=not progress):
                 batch = order[start:start + batch_size]
                 for i, text in zip(batch, self._generate([prompts[i] for i in batch], max_new_tokens), strict=True):
                     answers[i] = text
+                    if cache:
+                        cache.entries[keys[i]] = text
+        if cache and todo:
+            cache.save()
         return answers

@@ -54,6 +54,18 @@ def split_sentences(text: str) -> list[str]:
     return [s.strip() for s in _SENTENCE_END.split(text) if s and s.strip()]
 
 
+def _sentences_with_breaks(text: str) -> list[tuple[str, str]]:
+    """(sentence, the separator that followed it: "\n" at a line break, else " "), so chunks keep the
+    document's lines (headings, list items, paragraphs) for the prompt and for augmentation."""
+    out, start = [], 0
+    for m in [*_SENTENCE_END.finditer(text), None]:
+        end = m.start() if m else len(text)
+        if text[start:end].strip():
+            out.append((text[start:end].strip(), "\n" if m and "\n" in m.group() else " "))
+        start = m.end() if m else end
+    return out
+
+
 def _split_long(sentence: str, max_tokens: int) -> list[str]:
     """A 'sentence' longer than the budget (a table row dump, say) is cut by tokens."""
     enc = _encoding()
@@ -88,12 +100,12 @@ def chunk_document(doc: Document, max_tokens: int = 500, overlap: int = 40) -> l
     chunks: list[Chunk] = []
     for page in doc.pages:
         sentences = []
-        for s in split_sentences(page.text):
+        for s, sep in _sentences_with_breaks(page.text):
             n = count_tokens(s)
             parts = _split_long(s, max_tokens) if n > max_tokens else [s]
-            sentences.extend((p, count_tokens(p)) for p in parts)
+            sentences.extend((p + (sep if k == len(parts) - 1 else " "), count_tokens(p)) for k, p in enumerate(parts))
         for window in _windows(sentences, max_tokens, overlap):
-            text = " ".join(s for s, _ in window)
+            text = "".join(s for s, _ in window).strip()
             chunks.append(
                 Chunk(
                     chunk_id=f"{stem}-{len(chunks):04d}",

@@ -20,9 +20,13 @@ def _add_generation_args(p: argparse.ArgumentParser) -> None:
                    "Default: serve a small local model on loopback")
     g.add_argument("--model", help="model name at the endpoint (required with --base-url)")
     g.add_argument("--api-key-env", default="OPENAI_API_KEY", help="environment variable holding the endpoint's key (default %(default)s)")
-    g.add_argument("--temperatures", type=int, default=3, help="number of sampling temperatures, evenly spaced 0.01..1.2 (default %(default)s; practice used 9)")
+    g.add_argument("--temperatures", type=int, default=3, help="number of sampling temperatures, evenly spaced 0.01..1.2 (default %(default)s; practice used 9); "
+                   "0: no LLM at all, teacher-free augmentations only")
     g.add_argument("--questions-per-chunk", type=int, help="pairs asked per request (default: one per 60 tokens of chunk)")
     g.add_argument("--styles", nargs="+", default=["mixed"], help="question styles, one request each: mixed simple nuanced reversed (default mixed)")
+    g.add_argument("--augment", nargs="+", default=["passage", "span", "reverse", "cloze"], metavar="KIND",
+                   help="teacher-free pairs built from the documents' own sentences: passage span reverse cloze, "
+                        "or none (default: all)")
     g.add_argument("--chunk-tokens", type=int, default=500, help="chunk size in tokens (default %(default)s)")
     g.add_argument("--chunk-overlap", type=int, default=40, help="overlap between chunks in tokens (default %(default)s)")
     g.add_argument("--pairs-per-row", type=int, default=5, help="question/answer pairs per chat row (default %(default)s)")
@@ -43,7 +47,7 @@ def _add_generation_args(p: argparse.ArgumentParser) -> None:
 def _dataset_params(a: argparse.Namespace, out: str) -> dict:
     return dict(documents=a.documents, context=a.context, out=out, base_url=a.base_url, model=a.model,
                 api_key_env=a.api_key_env, temperatures=a.temperatures, questions_per_chunk=a.questions_per_chunk,
-                styles=a.styles, chunk_tokens=a.chunk_tokens, chunk_overlap=a.chunk_overlap,
+                styles=a.styles, augment=[] if a.augment == ["none"] else a.augment, chunk_tokens=a.chunk_tokens, chunk_overlap=a.chunk_overlap,
                 pairs_per_row=a.pairs_per_row, test_ratio=a.test_ratio, seed=a.seed, concurrency=a.concurrency,
                 concurrency_limit=a.concurrency_limit, request_timeout=a.timeout, retries=a.retries, parse_attempts=a.parse_attempts,
                 price_per_1k=a.price_per_1k, cache_dir=a.cache_dir, hub_repo=a.hub_repo, public=a.public,
@@ -74,6 +78,9 @@ def _add_training_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--neftune-alpha", type=float, help="NEFTune noise on embeddings (off by default)")
     g.add_argument("--gradient-checkpointing", action="store_true")
     g.add_argument("--chat-template", help="Jinja template (file or text) for tokenizers without one")
+    g.add_argument("--replay-ratio", type=float, default=0.1, help="share of training turns replaying the base model's own "
+                   "answers to general prompts, against forgetting (default %(default)s; 0 turns it off)")
+    g.add_argument("--replay-prompts", help="JSONL of {\"prompt\": ...} general instructions for replay (default: the shipped list)")
     g.add_argument("--find-epochs", type=int, metavar="MAX", help="search up to MAX epochs for the lowest validation loss, then retrain")
     g.add_argument("--merge", action="store_true", help="also save the adapter merged into a full model")
     g.add_argument("--max-steps", type=int, default=-1, help="stop after this many steps (smoke tests)")
@@ -85,7 +92,8 @@ def _training_params(a: argparse.Namespace) -> dict:
     params = dict(qlora=a.qlora, lora_r=a.lora_r, lora_alpha=a.lora_alpha, lora_dropout=a.lora_dropout,
                   learning_rate=a.learning_rate, batch_size=a.batch_size, grad_accum=a.grad_accum,
                   max_length=a.max_length, neftune_alpha=a.neftune_alpha, gradient_checkpointing=a.gradient_checkpointing,
-                  chat_template=a.chat_template, find_epochs=a.find_epochs, merge=a.merge, max_steps=a.max_steps,
+                  chat_template=a.chat_template, replay_ratio=a.replay_ratio, replay_prompts=a.replay_prompts,
+                  find_epochs=a.find_epochs, merge=a.merge, max_steps=a.max_steps,
                   hub_repo=a.hub_model_repo, public=a.public)
     if a.target_modules:
         params["target_modules"] = a.target_modules

@@ -14,7 +14,7 @@ import random
 from collections import Counter
 from pathlib import Path
 
-from memorize.answering import Answerer
+from memorize.answering import AnswerCache, Answerer
 from memorize.dataset import read_jsonl
 from memorize.retrieval import ChunkIndex, format_chunks
 from memorize.scoring import score
@@ -149,7 +149,7 @@ def _records(sets: dict[str, list[dict]]) -> list[dict]:
     ]
 
 
-def _answer_all(answerer: Answerer, records: list[dict], system: str, contexts, judge, **gen) -> None:
+def answer_records(answerer: Answerer, records: list[dict], system: str, contexts=None, judge=None, **gen) -> None:
     """Answer and score `records` with one system, storing record[system] = {answer, correct, ...}."""
     answers = answerer.answer(
         [r["question"] for r in records], contexts, use_adapter=system == "fine_tuned", desc=system, **gen
@@ -163,9 +163,10 @@ def evaluate(base_model: str, adapter_dir: str | None, data_dir: str | Path, out
              questions_file: str | Path | None = None, general_file: str | Path | None = GENERAL_KNOWLEDGE,
              judge=None, top_k: int = 3, max_test_questions: int | None = 50, batch_size: int = 8,
              max_new_tokens: int = 128, progress: bool = True, seed: int = 0,
-             chat_template: str | None = None) -> dict:
+             chat_template: str | None = None, answer_cache: str | Path | None = None) -> dict:
     """Run all systems, write eval.json, eval.md and accuracy.png to out_dir, return the summary.
 
+    answer_cache: a JSON file keeping the base and in-context answers (see answering.AnswerCache).
     With adapter_dir None only base and in_context run; `fine_tuned` is then null in the summary.
     general_file None skips the forgetting check (forgetting.n == 0)."""
     data_dir, out_dir = Path(data_dir), Path(out_dir)
@@ -185,11 +186,12 @@ def evaluate(base_model: str, adapter_dir: str | None, data_dir: str | Path, out
         r["retrieved"] = [c["chunk_id"] for c in chunks]
 
     answerer = Answerer(base_model, adapter=adapter_dir, chat_template=chat_template)
-    gen = {"batch_size": batch_size, "max_new_tokens": max_new_tokens, "progress": progress}
-    _answer_all(answerer, records, "base", None, judge, **gen)
+    gen = {"batch_size": batch_size, "max_new_tokens": max_new_tokens, "progress": progress,
+           "cache": AnswerCache(answer_cache, base_model) if answer_cache else None}
+    answer_records(answerer, records, "base", None, judge, **gen)
     if adapter_dir:
-        _answer_all(answerer, records, "fine_tuned", None, judge, **gen)
-    _answer_all(answerer, open_book, "in_context", [format_chunks(c) for c in retrieved], judge, **gen)
+        answer_records(answerer, records, "fine_tuned", None, judge, **gen)
+    answer_records(answerer, open_book, "in_context", [format_chunks(c) for c in retrieved], judge, **gen)
 
     general = [r for r in records if r["set"] == "general"]
     with_source = [r for r in open_book if "chunk_id" in r]
@@ -222,7 +224,10 @@ def _accuracy_rows(summary: dict) -> dict[str, dict[str, float | None]]:
     for name, label in (("test_split", "test split"), ("questions", "your questions")):
         if summary["base"][name]["n"]:
             rows[f"{label} (n={summary['base'][name]['n']})"] = {s: acc(s, name) for s in SYSTEMS}
-    rows["overall"] = {s: acc(s) for s in SYSTEMS}
+    for kind, section in summary["base"].get("kinds", {}).items():
+        rows[f"kind {kind} (n={section['n']})"] = {
+            s: None if summary[s] is None else summary[s]["kinds"][kind]["accuracy"] for s in SYSTEMS}
+    rows[f"overall (n={summary['base']['n']})"] = {s: acc(s) for s in SYSTEMS}
     f = summary["forgetting"]
     if f["n"]:
         rows[f"general knowledge, forgetting (n={f['n']})"] = {"base": f["base_accuracy"], "fine_tuned": f["fine_tuned_accuracy"]}

@@ -21,7 +21,10 @@ model the contents of these documents closed-book:
 
 Every ~{settings.get('chunk_tokens')}-token chunk of the documents was rewritten by an LLM as
 self-contained question/answer pairs at {len(settings.get('temperatures', []))} sampling temperatures,
-in varied styles, some with the statement's order reversed (against the "reversal curse").
+in varied styles, some with the statement's order reversed (against the "reversal curse"); generated
+pairs whose answer is in the question, is not supported by the chunk, or repeats an earlier question were
+dropped. Teacher-free augmentations ({', '.join(settings.get('augment') or []) or 'none'}) add pairs built
+from the document's own sentences (span questions, reversed name questions, cloze, passages).
 
 | setting | value |
 |---|---|
@@ -31,6 +34,8 @@ in varied styles, some with the statement's order reversed (against the "reversa
 |---|---|
 | chunks | {report.get('chunks')} |
 | QA pairs | {report.get('qa_pairs')} |
+| pairs by origin | {report.get('pairs_by_origin')} |
+| generated pairs dropped | {report.get('dropped')} |
 | train rows | {report.get('train_rows')} |
 | test rows | {report.get('test_rows')} |
 

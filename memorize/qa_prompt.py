@@ -58,9 +58,10 @@ def build_messages(chunk_text: str, context: str, n: int, style: str = "mixed") 
 
 
 def temperatures(n: int, low: float = 0.01, high: float = 1.2) -> list[float]:
-    """n temperatures evenly spaced from low to high (n=1 gives the low end)."""
-    if n < 1:
-        raise ValueError(f"--temperatures must be at least 1, got {n}")
+    """n temperatures evenly spaced from low to high (n=1 gives the low end; n=0 none: no LLM is asked,
+    the dataset holds the teacher-free augmentations only)."""
+    if n < 0:
+        raise ValueError(f"--temperatures must be 0 (no LLM generation) or more, got {n}")
     if n == 1:
         return [low]
     step = (high - low) / (n - 1)

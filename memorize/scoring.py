@@ -21,11 +21,31 @@ def _normalize(text: str) -> str:
     return " ".join(_NON_WORD.sub(" ", text).split())
 
 
+def _contains(text: str, phrase: str) -> bool:
+    return f" {_normalize(phrase)} " in f" {_normalize(text)} "
+
+
+def _groups(must: list[list[str] | str]) -> list[list[str]]:
+    return [[g] if isinstance(g, str) else g for g in must]
+
+
 def must_satisfied(answer: str, must: list[list[str] | str]) -> bool:
     """True when every group has at least one alternative in the answer, as whole words."""
-    padded = f" {_normalize(answer)} "
-    groups = [[g] if isinstance(g, str) else g for g in must]
-    return all(any(f" {_normalize(alt)} " in padded for alt in group) for group in groups)
+    return all(any(_contains(answer, alt) for alt in group) for group in _groups(must))
+
+
+def informative_must(must: list[list[str] | str], question: str) -> tuple[list[list[str]], int]:
+    """The `must` groups without the alternatives the question already contains, and how many groups
+    that left empty. An answer that merely echoes the question ("the Lantern Regatta ...") must not
+    count as knowing the answer; a group with nothing left cannot decide and is left to the fallback."""
+    kept, emptied = [], 0
+    for group in _groups(must):
+        alts = [alt for alt in group if not _contains(question, alt)]
+        if alts:
+            kept.append(alts)
+        else:
+            emptied += 1
+    return kept, emptied
 
 
 def _words(text: str) -> list[str]:
@@ -145,7 +165,9 @@ class LLMJudge:
 
 
 def score(question_row: dict, answer: str, judge=None) -> dict:
-    """Verdict by `must` phrases when the row has them, else by the judge, else by answer_f1.
+    """Verdict by the informative `must` groups (see informative_must) when the row has them; a group
+    left empty, or no `must` at all, is decided by the judge, else by answer_f1 (method "must+judge",
+    "must+f1", "judge" or "f1").
 
     "correct" is None only when the judge gave no usable verdict; such questions are left out of
     accuracy (see evaluation.summarize)."""
@@ -155,10 +177,15 @@ def score(question_row: dict, answer: str, judge=None) -> dict:
         "token_f1": token_f1(answer, reference),
         "answer_f1": answer_f1(answer, reference, question),
     }
-    if question_row.get("must"):
-        correct, method = must_satisfied(answer, question_row["must"]), "must"
-    elif judge is not None:
-        correct, method = judge(question, reference, answer), "judge"
-    else:
-        correct, method = result["answer_f1"] >= F1_THRESHOLD, "f1"
-    return {"correct": correct, "method": method, **result}
+    groups, emptied = informative_must(question_row.get("must") or [], question)
+    methods = ["must"] if groups else []
+    correct = must_satisfied(answer, groups) if groups else True
+    if emptied or not groups:
+        if judge is not None:
+            verdict, fallback = judge(question, reference, answer), "judge"
+        else:
+            verdict, fallback = result["answer_f1"] >= F1_THRESHOLD, "f1"
+        methods.append(fallback)
+        # A failed `must` group already decides; an unusable judge verdict leaves the question unscored.
+        correct = False if not correct else verdict
+    return {"correct": correct, "method": "+".join(methods), **result}

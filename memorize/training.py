@@ -54,6 +54,9 @@ class TrainConfig:
     logging_steps: int = 5
     hub_repo: str | None = None
     hub_public: bool = False
+    # Share of assistant turns that replay the base model's own answers to general prompts (memorize.replay).
+    replay_ratio: float = 0.1
+    replay_prompts: str | None = None  # JSONL of {"prompt"}; None: the shipped list
 
 
 @dataclass
@@ -128,10 +131,10 @@ def _read_conversations(path: Path) -> list[list[dict]]:
     return rows
 
 
-def _tokenized_split(tokenizer, path: Path, max_length: int):
+def _tokenized_split(tokenizer, path: Path, max_length: int, conversations: list[list[dict]] | None = None):
     from datasets import Dataset
 
-    rows = [tokenize_conversation(tokenizer, m, max_length) for m in _read_conversations(path)]
+    rows = [tokenize_conversation(tokenizer, m, max_length) for m in conversations or _read_conversations(path)]
     kept = [r for r in rows if any(label != IGNORE_INDEX for label in r["labels"])]
     if not kept:
         raise TrainingInputError(f"{path}: no assistant tokens left within max_length={max_length}; raise it")
@@ -170,7 +173,14 @@ def build_trainer(config: TrainConfig, progress: bool = True, callbacks: list | 
             f"max_length={config.max_length} exceeds the context length of {config.base_model} ({limit})"
         )
     data_dir = Path(config.data_dir)
-    train_set = _tokenized_split(tokenizer, data_dir / "train.jsonl", config.max_length)
+    train_rows = _read_conversations(data_dir / "train.jsonl")
+    replay = []
+    if config.replay_ratio:
+        from memorize.replay import replay_conversations
+
+        replay = replay_conversations(config.base_model, train_rows, config.replay_ratio, config.seed,
+                                      config.replay_prompts, config.chat_template, progress)
+    train_set = _tokenized_split(tokenizer, data_dir / "train.jsonl", config.max_length, train_rows + replay)
     eval_set = _tokenized_split(tokenizer, data_dir / "test.jsonl", config.max_length)
 
     dtype = _dtype(config)
@@ -217,6 +227,7 @@ def build_trainer(config: TrainConfig, progress: bool = True, callbacks: list | 
                          processing_class=tokenizer, peft_config=peft_config, callbacks=callbacks)
     if not progress:
         trainer.remove_callback(PrinterCallback)  # transformers prints every log line when tqdm is off
+    trainer.row_counts = {"documents": len(train_rows), "replay": len(replay)}  # for metrics.json
     return trainer, tokenizer
 
 
@@ -230,7 +241,7 @@ def _fit(config: TrainConfig, progress: bool):
     if not any("eval_loss" in e and e["step"] == state.global_step for e in state.log_history):
         trainer.evaluate()  # e.g. max_steps ended mid-epoch: report the loss of what we save
     history = _history(state.log_history)
-    history.update(runtime_s=round(runtime, 2), steps=state.global_step,
+    history.update(runtime_s=round(runtime, 2), steps=state.global_step, train_rows=trainer.row_counts,
                    tokens_per_s=round(state.num_input_tokens_seen / runtime, 1))
     return trainer, tokenizer, history
 

@@ -4,7 +4,7 @@ from memorize.chunking import Chunk, chunk_document
 from memorize.extract import Document
 from tasks.caching import content_key
 
-CHUNK_VERSION = 1
+CHUNK_VERSION = 2  # 2: chunks keep line breaks
 
 
 @task(name="chunk", persist_result=True,

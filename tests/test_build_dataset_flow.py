@@ -169,3 +169,27 @@ def test_embedded_default_serves_the_local_model_through_transformers_serve(pref
     assert report["qa_pairs"] > 0 or "unparseable" in report["failures"][0]["reason"]
     log = (tmp_path / "out" / "logs" / "generator-server.log").read_text()
     assert "POST /v1/chat/completions HTTP/1.1\" 200" in log
+
+
+def test_report_counts_pairs_by_origin_and_drops(prefect_server, docs, tmp_path):
+    with FakeLLM() as llm:
+        report = _run(llm, docs, tmp_path, temperatures=2)
+    origins = report["pairs_by_origin"]
+    assert origins["llm"] > 0 and {"augment:span", "augment:reverse", "augment:cloze"} <= set(origins)
+    assert sum(origins.values()) == report["qa_pairs"]
+    # The fake quotes the first 40 characters of a sentence in its question: notes.md's two short sentences
+    # are answered inside their questions (at both temperatures); the second temperature repeats the rest.
+    assert report["dropped"]["answer_in_question"] == 4 and report["dropped"]["duplicate"] > 0
+    qa = [json.loads(l) for l in open(tmp_path / "out" / "qa.jsonl")]
+    assert any(p["origin"] == "augment:reverse" and "Orla Venn" in p["question"] and p["source"].endswith("notes.md")
+               for p in qa)
+
+
+def test_no_temperatures_builds_the_teacher_free_dataset_without_any_llm(prefect_server, docs, tmp_path):
+    with FakeLLM() as llm:
+        report = _run(llm, docs, tmp_path, temperatures=0, augment=["span", "reverse"])
+        assert llm.requests == 0 and report["requests"] == 0
+        assert set(report["pairs_by_origin"]) == {"augment:span", "augment:reverse"} and report["train_rows"] > 0
+        with pytest.raises(ValueError, match="unknown augmentation"):
+            _run(llm, docs, tmp_path, augment=["paraphrase"])
+        assert llm.requests == 0  # refused before any call

@@ -147,7 +147,7 @@ def test_end_to_end_flow_sends_training_to_the_gpu_pool(stack):
     params = {"documents": [str(stack["docs"])], "context": CONTEXT, "out": str(out), "train_on_pool": "gpu",
               "temperatures": 1,
               "dataset_options": {"cache_dir": str(stack["root"] / "cache2"), "chunk_tokens": 80, "test_ratio": 0.3},
-              "train_options": {"max_steps": 3, "max_length": 128},
+              "train_options": {"max_steps": 3, "max_length": 128, "replay_ratio": 0},
               "eval_options": {"max_test_questions": 2, "include_general": False, "batch_size": 2}}
     stack["run"]("prefect", "deployment", "run", "memorize/cpu", "--params", json.dumps(params),
                  "--watch", "--watch-timeout", "500", timeout=560)

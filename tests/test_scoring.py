@@ -89,8 +89,27 @@ def test_score_methods():
     assert score(q, "2018", judge=lambda *args: None)["correct"] is None
     # `must` wins over the judge.
     assert score({**q, "must": [["1887"]]}, "2018", judge=lambda *args: True)["method"] == "must"
-    for key in ("rouge_l", "token_f1"):
-        assert 0.0 <= f1[key] <= 1.0
+    assert f1["token_f1"] == pytest.approx(token_f1("It was first sailed in 2018.", q["answer"]))
+
+
+def test_must_keys_echoed_from_the_question_do_not_count():
+    q = {"question": "What colour is the Kettle buoy of the Lantern Regatta?", "answer": "Orange.",
+         "must": [["orange", "lantern"]]}
+    # Echoing "Lantern" from the question is not knowing the colour.
+    assert score(q, "The Lantern Regatta buoy is a buoy.")["correct"] is False
+    assert (score(q, "It is orange.")["correct"], score(q, "It is orange.")["method"]) == (True, "must")
+    # A group left empty (its only alternative is in the question) falls back to the judge or to F1.
+    echo = {"question": "Who is the Harbour Warden?", "answer": "Ilsa Brannock is the Harbour Warden.",
+            "must": [["Brannock"], ["Warden"]]}
+    assert score(echo, "The Harbour Warden is Ilsa Brannock.")["method"] == "must+f1"
+    assert score(echo, "The Harbour Warden is Ilsa Brannock.")["correct"] is True
+    assert score(echo, "The Warden is Brannock.", judge=lambda *a: False) == {
+        **score(echo, "The Warden is Brannock.", judge=lambda *a: False), "correct": False, "method": "must+judge"}
+    # A failed informative group decides without asking the judge.
+    assert score(echo, "Nobody.", judge=lambda *a: True)["correct"] is False
+    only_echo = {"question": "Is the Heron buoy green?", "answer": "Yes, green.", "must": [["green"]]}
+    assert score(only_echo, "Green", judge=lambda *a: None) == {**score(only_echo, "Green", judge=lambda *a: None),
+                                                                 "correct": None, "method": "judge"}
 
 
 def test_summarize_counts_only_scored_answers():

@@ -65,12 +65,37 @@ def test_template_that_rewrites_earlier_turns_is_refused(base_model):
         tokenize_conversation(tok, conversation(FACTS[0]))
 
 
+REPLAY_PROMPTS = ["Name a fruit that is yellow.", "Say hello in French.", "What is 2 plus 2?"]
+
+
 @pytest.fixture(scope="module")
-def trained(base_model, tmp_path_factory):
+def trained(base_model, tmp_path_factory, monkeypatch_module):
     data = write_dataset(tmp_path_factory.mktemp("data"), FACTS[:3], FACTS[3:])
+    prompts = tmp_path_factory.mktemp("replay") / "prompts.jsonl"
+    prompts.write_text("".join(json.dumps({"prompt": p}) + "\n" for p in REPLAY_PROMPTS))
+    monkeypatch_module.setenv("MEMORIZE_HOME", str(tmp_path_factory.mktemp("home")))  # a fresh replay cache
     config = TrainConfig(base_model=base_model, data_dir=str(data), output_dir=str(tmp_path_factory.mktemp("run")),
-                         learning_rate=1e-3, max_length=128, max_steps=8, eval_steps=4, logging_steps=2, merge=True)
+                         learning_rate=1e-3, max_length=128, max_steps=8, eval_steps=4, logging_steps=2, merge=True,
+                         replay_ratio=0.4, replay_prompts=str(prompts))
     return config, train(config, progress=False)
+
+
+@pytest.fixture(scope="module")
+def monkeypatch_module():
+    with pytest.MonkeyPatch.context() as mp:
+        yield mp
+
+
+@pytest.mark.slow
+def test_replay_mixes_the_base_models_own_answers_into_training(trained):
+    from memorize.replay import base_answers
+
+    config, result = trained
+    answers = base_answers(config.base_model, REPLAY_PROMPTS)  # the two replayed ones come from the cache
+    assert list(answers) == REPLAY_PROMPTS and all(answers.values())
+    metrics = json.loads(result.metrics_path.read_text())
+    # 3 training turns + 2 replayed = 40 %
+    assert metrics["train_rows"] == {"documents": 3, "replay": 2}
 
 
 @pytest.mark.slow
@@ -106,7 +131,7 @@ def test_adapter_loads_and_makes_trained_answers_likelier(trained):
 def test_find_epochs_picks_an_epoch_and_reports_both_runs(base_model, tmp_path):
     data = write_dataset(tmp_path / "data", FACTS[:2], FACTS[2:3])
     config = TrainConfig(base_model=base_model, data_dir=str(data), output_dir=str(tmp_path / "run"),
-                         learning_rate=1e-3, max_length=128, logging_steps=1)
+                         learning_rate=1e-3, max_length=128, logging_steps=1, replay_ratio=0)
     result = find_epochs(config, max_epochs=3, progress=False)
     assert [e["epoch"] for e in result.search_eval_losses] == [1.0, 2.0, 3.0]
     assert result.best_epoch == round(min(result.search_eval_losses, key=lambda e: e["loss"])["epoch"])
@@ -143,7 +168,7 @@ def test_bad_dataset_is_a_clear_error(base_model, tmp_path, broken, message):
         (data / "train.jsonl").write_text("")
     else:
         (data / "test.jsonl").unlink()
-    config = TrainConfig(base_model=base_model, data_dir=str(data), output_dir=str(tmp_path / "run"))
+    config = TrainConfig(base_model=base_model, data_dir=str(data), output_dir=str(tmp_path / "run"), replay_ratio=0)
     with pytest.raises(TrainingInputError, match=message):
         train(config, progress=False)
 

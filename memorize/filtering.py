@@ -1,0 +1,65 @@
+"""Filters for generated question/answer pairs: a weak teacher's mistakes are learned too.
+
+Each dropped pair gets a reason, counted in report.json:
+- `answer_in_question`: the answer's words are all in the question (nothing to learn, it teaches echoing);
+- `unsupported`: under half of the answer's content words occur in the chunk it was written from
+  (a cheap lexical check for invented facts);
+- `duplicate`: nearly the same question and answer (rapidfuzz ratio >= NEAR_DUPLICATE, same numbers) as a
+  pair kept before it, e.g. the same pair written again at another temperature. "Rule 12" and "rule 13"
+  differ by one character but are different facts: their numbers differ, so both stay.
+"""
+from __future__ import annotations
+
+import re
+from collections import Counter
+
+from rapidfuzz import fuzz, process
+
+NEAR_DUPLICATE = 92  # rapidfuzz ratio (0-100) of two normalised question + answer texts
+MIN_SUPPORT = 0.5  # share of the answer's new content words that must occur in the chunk
+_STOP = set("""a an the and or but of in on at to for from by with as is are was were be been being it its this that
+    these those there their they them he she his her we you i do does did not no yes can may must will would should
+    shall could has have had what which who whom whose when where why how than then so such also only any each every
+    all some more most into out up down over under about after before if because while""".split())
+
+
+def _norm(text: str) -> str:
+    return " ".join(re.findall(r"\w+", text.lower()))
+
+
+def _content(text: str) -> set[str]:
+    return {w for w in re.findall(r"\w+", text.lower()) if w not in _STOP}
+
+
+def drop_reason(question: str, answer: str, chunk_text: str) -> str | None:
+    """Why a single pair is unusable, or None."""
+    q_words, a_words = _content(question), _content(answer)
+    if not a_words - q_words or _norm(answer) in _norm(question):
+        return "answer_in_question"
+    new = a_words - q_words
+    if len(new & _content(chunk_text)) < MIN_SUPPORT * len(new):
+        return "unsupported"
+    return None
+
+
+def filter_pairs(pairs: list[dict], chunk_texts: dict[str, str]) -> tuple[list[dict], Counter]:
+    """Keep the usable pairs in order; return them and the count of drops per reason.
+
+    pairs carry `question`, `answer` and `chunk_id`; chunk_texts maps chunk_id to its text."""
+    dropped: Counter = Counter()
+    kept: list[dict] = []
+    seen: dict[tuple[str, ...], list[str]] = {}  # numbers in the pair -> texts of the kept pairs
+    for p in pairs:
+        reason = drop_reason(p["question"], p["answer"], chunk_texts.get(p["chunk_id"], ""))
+        if reason is None:
+            text = f"{_norm(p['question'])} | {_norm(p['answer'])}"
+            same_numbers = seen.setdefault(tuple(re.findall(r"\d+", text)), [])
+            if process.extractOne(text, same_numbers, scorer=fuzz.ratio, score_cutoff=NEAR_DUPLICATE) is not None:
+                reason = "duplicate"
+            else:
+                same_numbers.append(text)
+        if reason:
+            dropped[reason] += 1
+        else:
+            kept.append(p)
+    return kept, dropped
