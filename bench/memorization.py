@@ -11,7 +11,7 @@ Configurations (data -> training):
   strong              the reference set with the `memorize train` defaults
   strong-no-replay    ... without replay;  strong-batch8: ... at batch size 8
   augment             no LLM at all: the teacher-free augmentations only (`memorize dataset --temperatures 0`)
-  augment-no-KIND     ... without one augmentation kind (passage, span, reverse, cloze)
+  augment-no-KIND     ... without one default augmentation kind (passage, span, reverse); augment+cloze: with cloze
   embedded            `memorize run` defaults: the embedded SmolLM2-135M generator at 3 temperatures +
                       augmentations, then the `memorize train` defaults
   embedded-t1         ... at 1 temperature;  embedded-no-augment: generator pairs only
@@ -19,7 +19,8 @@ Configurations (data -> training):
 Any training pair whose question is a near-duplicate of a held-out question (rapidfuzz ratio >= 85) is
 removed first and counted, so the questions are truly unseen. The base and in-context answers are the
 same for every configuration (same base model, questions and chunks): computed once and reused through
-the evaluation's answer cache. Prints one table and writes OUT/summary.json.
+the evaluation's answer cache. Answers are greedy, at most 64 new tokens. Prints one table and writes
+OUT/summary.json.
 """
 from __future__ import annotations
 
@@ -34,7 +35,7 @@ os.environ.setdefault("DO_NOT_TRACK", "1")
 
 from rapidfuzz import fuzz  # noqa: E402
 
-from memorize.augment import KINDS  # noqa: E402
+from memorize import recipe  # noqa: E402
 from memorize.dataset import DEFAULT_TEST_RATIO, assign_split, ensure_test_pair, read_jsonl, write_dataset  # noqa: E402
 from memorize.evaluation import evaluate, load_questions  # noqa: E402
 from memorize.local_model import resolve_model  # noqa: E402
@@ -68,7 +69,8 @@ def _build(name: str, data: Path, args, held_out: list[str]) -> dict:
         qa = [{**r, "split": assign_split(r["question"], r["answer"], DEFAULT_TEST_RATIO)} for r in read_jsonl(REFERENCE)]
     else:
         generate = name.startswith("embedded")
-        kinds = [] if name == "embedded-no-augment" else [k for k in KINDS if name != f"augment-no-{k}"]
+        kinds = [] if name == "embedded-no-augment" else [k for k in recipe.AUGMENT if name != f"augment-no-{k}"]
+        kinds += ["cloze"] if name == "augment+cloze" else []
         build_dataset(documents=[str(DOC)], context=CONTEXT, out=str(data), base_url=args.base_url, model=args.model,
                       temperatures=(1 if name == "embedded-t1" else 3) if generate else 0, augment=kinds,
                       cache_dir=str(Path(args.out) / "cache"), progress=False)
@@ -114,7 +116,7 @@ def run(name: str, args, base_model: str, held_out: list[str]) -> dict:
     row["final_train_loss"] = result.final_train_loss
     started = time.perf_counter()
     summary = evaluate(base_model, str(result.adapter_dir), data, out / "eval", questions_file=QUESTIONS,
-                       max_test_questions=0, batch_size=16, progress=False,
+                       max_test_questions=0, batch_size=8, max_new_tokens=64, progress=False,
                        answer_cache=Path(args.out) / "answer-cache.json")
     row["eval_minutes"] = (time.perf_counter() - started) / 60
     for system in ("base", "fine_tuned", "in_context"):
@@ -156,8 +158,8 @@ def table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-CONFIGS = ["strong-old", "strong", "strong-no-replay", "strong-batch8", "augment", *[f"augment-no-{k}" for k in KINDS],
-           "embedded", "embedded-t1", "embedded-no-augment"]
+CONFIGS = ["strong-old", "strong", "strong-no-replay", "strong-batch8", "augment", "augment+cloze",
+           *[f"augment-no-{k}" for k in recipe.AUGMENT], "embedded", "embedded-t1", "embedded-no-augment"]
 
 
 def main() -> None:

@@ -13,7 +13,8 @@ from prefect.futures import as_completed
 from prefect.task_runners import ThreadPoolTaskRunner
 from tqdm import tqdm
 
-from memorize.augment import KINDS as AUGMENT_KINDS, check_kinds
+from memorize import recipe
+from memorize.augment import check_kinds
 from memorize.dataset import DEFAULT_TEST_RATIO, assign_split, ensure_test_pair, write_dataset
 from memorize.extract import ExtractionError, find_documents
 from memorize.filtering import filter_pairs
@@ -85,7 +86,7 @@ def build_dataset(
     temperatures: int = 3,
     questions_per_chunk: int | None = None,
     styles: list[str] = ["mixed"],
-    augment: list[str] = list(AUGMENT_KINDS),
+    augment: list[str] = list(recipe.AUGMENT),
     chunk_tokens: int = 500,
     chunk_overlap: int = 40,
     pairs_per_row: int = 5,

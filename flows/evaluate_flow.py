@@ -49,14 +49,15 @@ def evaluate_flow(
     batch_size: int = 8,
     include_general: bool = True,
     cache_dir: str = DEFAULT_CACHE_DIR,
+    chat_template: str | None = None,
     progress: bool = True,
 ) -> dict:
     """Answer the held-out generated questions and your question file with the base model, the
     fine-tuned adapter and the base model given the top-k retrieved chunks; write eval.json,
-    eval.md and accuracy.png to OUT."""
+    eval.md and accuracy.png to OUT. chat_template: the one training used, for models without one."""
     summary = evaluate_task(resolve_model(base_model), adapter_dir, data_dir, out, questions, judge_base_url,
                             judge_model, judge_api_key_env, top_k, max_test_questions, batch_size,
-                            include_general, progress, str(Path(cache_dir) / "answers" / "base.json"))
+                            include_general, progress, str(Path(cache_dir) / "answers" / "base.json"), chat_template)
     table = [{"system": s, "accuracy": _pct(summary[s] and summary[s]["accuracy"]),
               "n": summary[s] and summary[s]["n"]} for s in SYSTEMS]
     create_table_artifact(key="evaluation-accuracy", table=table, description="closed-book accuracy")

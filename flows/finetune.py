@@ -6,6 +6,7 @@ from pathlib import Path
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_link_artifact, create_markdown_artifact
 
+from memorize import recipe
 from memorize.local_model import resolve_model
 from memorize.training import DEFAULT_TARGET_MODULES, TrainConfig
 from tasks.caching import DEFAULT_CACHE_DIR, result_storage
@@ -47,8 +48,8 @@ def finetune(
     lora_alpha: int = 32,
     lora_dropout: float = 0.05,
     target_modules: list[str] = list(DEFAULT_TARGET_MODULES),
-    learning_rate: float = 1e-4,
-    epochs: float = 1.0,
+    learning_rate: float = recipe.LEARNING_RATE,
+    epochs: float = recipe.EPOCHS,
     batch_size: int = 1,
     grad_accum: int = 1,
     lr_scheduler: str = "cosine",
@@ -56,7 +57,7 @@ def finetune(
     neftune_alpha: float | None = None,
     gradient_checkpointing: bool = False,
     chat_template: str | None = None,
-    replay_ratio: float = 0.1,
+    replay_ratio: float = recipe.REPLAY_RATIO,
     replay_prompts: str | None = None,
     find_epochs: int | None = None,
     merge: bool = False,

@@ -8,6 +8,7 @@ from prefect import flow, get_run_logger
 from prefect.deployments import run_deployment
 
 from flows.build_dataset import build_dataset
+from memorize import recipe
 from flows.evaluate_flow import accuracy_lines, evaluate_flow
 from flows.finetune import SharedStorageError, finetune, require_shared_path
 from tasks.caching import DEFAULT_CACHE_DIR
@@ -37,7 +38,7 @@ def memorize_pipeline(
     base_url: str | None = None,
     model: str | None = None,
     temperatures: int = 3,
-    epochs: float = 1.0,
+    epochs: float = recipe.EPOCHS,
     train_on_pool: str | None = None,
     dataset_options: dict = {},
     train_options: dict = {},
@@ -59,6 +60,7 @@ def memorize_pipeline(
     trained = train_remotely(train_on_pool, train_params) if train_on_pool else finetune(**train_params)
     summary = evaluate_flow(data_dir=str(data_dir), out=str(eval_dir), adapter_dir=trained["adapter_dir"],
                             base_model=base_model, questions=questions,
+                            chat_template=train_options.get("chat_template"),
                             **{"cache_dir": dataset_options.get("cache_dir", DEFAULT_CACHE_DIR), **eval_options})
     logger = get_run_logger()
     for line in accuracy_lines(summary):

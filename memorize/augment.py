@@ -155,9 +155,15 @@ def _lower_first(text: str) -> str:
 
 
 def _in_document(context: str) -> str:
-    """ "The charter of the X" -> "the charter of the X", usable after "In" / "According to"."""
+    """The document as a noun phrase after "In" / "According to": "The charter of X" -> "the charter of X",
+    "Rules of X" -> "the rules of X"; a name ("International touch rugby rules") stays as written."""
     context = context.strip().rstrip(".")
-    return _lower_first(context) if context.split(" ", 1)[0] in ("The", "A", "An") else context
+    words = context.split()
+    if words[0] in ("The", "A", "An"):
+        return context[0].lower() + context[1:]
+    if len(words) > 1 and words[1] == "of":
+        return "the " + context[0].lower() + context[1:]
+    return context
 
 
 def _question(prefix: str, body: str) -> str:
@@ -181,7 +187,10 @@ class _Writer:
         for span in spans:
             person = span.kind == "name" and _looks_like_person(span.text)
             wh = _wh(span, person)
-            body = sentence[:span.start] + wh + sentence[span.end:]
+            before = sentence[:span.start]
+            if wh.split()[0] in ("on", "in") and re.search(r"\b(on|in|at|by|since|from|until|before|after|during) $", before):
+                wh = wh.split(" ", 1)[1]  # "sailed on the second Saturday" -> "sailed on what date", not "on on"
+            body = before + wh + sentence[span.end:]
             pairs.append(("span", _question(self.prefix(), body), sentence))
             blank = sentence[:span.start] + "____" + sentence[span.end:]
             pairs.append(("cloze", self.rng.choice([

@@ -6,6 +6,8 @@ import json
 import os
 import sys
 
+from memorize import recipe
+
 EPILOG = """Keys come from the environment only: the LLM endpoint's key from the variable named by
 --api-key-env (default OPENAI_API_KEY), the Hugging Face token from HF_TOKEN.
 Without PREFECT_API_URL each command starts a temporary local Prefect server (~15 s);
@@ -24,9 +26,9 @@ def _add_generation_args(p: argparse.ArgumentParser) -> None:
                    "0: no LLM at all, teacher-free augmentations only")
     g.add_argument("--questions-per-chunk", type=int, help="pairs asked per request (default: one per 60 tokens of chunk)")
     g.add_argument("--styles", nargs="+", default=["mixed"], help="question styles, one request each: mixed simple nuanced reversed (default mixed)")
-    g.add_argument("--augment", nargs="+", default=["passage", "span", "reverse", "cloze"], metavar="KIND",
+    g.add_argument("--augment", nargs="+", default=list(recipe.AUGMENT), metavar="KIND",
                    help="teacher-free pairs built from the documents' own sentences: passage span reverse cloze, "
-                        "or none (default: all)")
+                        "or none (default: %(default)s)")
     g.add_argument("--chunk-tokens", type=int, default=500, help="chunk size in tokens (default %(default)s)")
     g.add_argument("--chunk-overlap", type=int, default=40, help="overlap between chunks in tokens (default %(default)s)")
     g.add_argument("--pairs-per-row", type=int, default=5, help="question/answer pairs per chat row (default %(default)s)")
@@ -70,15 +72,15 @@ def _add_training_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--lora-alpha", type=int, default=32)
     g.add_argument("--lora-dropout", type=float, default=0.05)
     g.add_argument("--target-modules", nargs="+", help="LoRA target modules (default: attention and MLP projections)")
-    g.add_argument("--learning-rate", type=float, default=1e-4, help="(default %(default)s: worked best for memorization)")
-    g.add_argument("--epochs", type=float, default=1.0)
+    g.add_argument("--learning-rate", type=float, default=recipe.LEARNING_RATE, help="(default %(default)s)")
+    g.add_argument("--epochs", type=float, default=recipe.EPOCHS, help="(default %(default)s)")
     g.add_argument("--batch-size", type=int, default=1, help="(default %(default)s: small batches memorize better)")
     g.add_argument("--grad-accum", type=int, default=1)
     g.add_argument("--max-length", type=int, default=512, help="tokens per training row (default %(default)s)")
     g.add_argument("--neftune-alpha", type=float, help="NEFTune noise on embeddings (off by default)")
     g.add_argument("--gradient-checkpointing", action="store_true")
     g.add_argument("--chat-template", help="Jinja template (file or text) for tokenizers without one")
-    g.add_argument("--replay-ratio", type=float, default=0.1, help="share of training turns replaying the base model's own "
+    g.add_argument("--replay-ratio", type=float, default=recipe.REPLAY_RATIO, help="share of training turns replaying the base model's own "
                    "answers to general prompts, against forgetting (default %(default)s; 0 turns it off)")
     g.add_argument("--replay-prompts", help="JSONL of {\"prompt\": ...} general instructions for replay (default: the shipped list)")
     g.add_argument("--find-epochs", type=int, metavar="MAX", help="search up to MAX epochs for the lowest validation loss, then retrain")
@@ -136,7 +138,7 @@ def cmd_eval(a: argparse.Namespace) -> int:
     from flows.evaluate_flow import evaluate_flow
 
     summary = evaluate_flow(data_dir=a.data_dir, out=a.out, adapter_dir=a.adapter, base_model=a.base_model,
-                            questions=a.questions, **_eval_params(a))
+                            questions=a.questions, chat_template=a.chat_template, **_eval_params(a))
     _print_summary(summary)
     return 0
 
@@ -210,6 +212,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--adapter", help="LoRA adapter folder (omit to evaluate the base model only)")
     p.add_argument("--base-model", help="the adapter's base model (default: the embedded SmolLM2-135M-Instruct)")
     p.add_argument("--out", required=True, help="output folder (eval.json, eval.md, accuracy.png)")
+    p.add_argument("--chat-template", help="the --chat-template the adapter was trained with (models without one)")
     _add_eval_args(p)
     p.set_defaults(func=cmd_eval)
 

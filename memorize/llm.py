@@ -16,15 +16,17 @@ _clients: dict[tuple, openai.OpenAI] = {}
 _clients_lock = threading.Lock()
 
 
-def client_for(base_url: str | None, api_key_env: str = DEFAULT_API_KEY_ENV, timeout: float = 120.0) -> openai.OpenAI:
-    """One client per endpoint and process. Retries are left to the caller (Prefect), so
-    that every retry is visible and bounded in one place."""
-    key = (base_url, api_key_env, timeout)
+def client_for(base_url: str | None, api_key_env: str = DEFAULT_API_KEY_ENV, timeout: float = 120.0,
+               max_retries: int = 0) -> openai.OpenAI:
+    """One client per endpoint and process. Generation leaves retries to Prefect (max_retries=0), so that
+    every retry is visible and bounded in one place; the judge, called per answer inside one evaluation
+    task, lets the client retry 429/5xx/timeouts with its own exponential backoff."""
+    key = (base_url, api_key_env, timeout, max_retries)
     with _clients_lock:
         if key not in _clients:
             # Local servers accept any key; a hosted endpoint without one fails with 401 (permanent).
             api_key = os.environ.get(api_key_env) or "not-needed"
-            _clients[key] = openai.OpenAI(base_url=base_url, api_key=api_key, timeout=timeout, max_retries=0)
+            _clients[key] = openai.OpenAI(base_url=base_url, api_key=api_key, timeout=timeout, max_retries=max_retries)
         return _clients[key]
 
 

@@ -40,6 +40,13 @@ def _cache_file(base_model: str, chat_template: str | None) -> Path:
     return cache_home() / "replay" / f"{hashlib.sha256(key.encode()).hexdigest()[:24]}.json"
 
 
+def _whole_sentences(answer: str) -> str:
+    """An answer cut by the token limit ends mid-sentence; learning that would teach stopping mid-sentence."""
+    if answer.rstrip().endswith((".", "!", "?", '"', ")")) or "." not in answer:
+        return answer
+    return answer[: answer.rindex(".") + 1]
+
+
 def base_answers(base_model: str, prompts: list[str], chat_template: str | None = None,
                  progress: bool = True) -> dict[str, str]:
     """{prompt: answer} from the base model; each answer is generated once per model and cached."""
@@ -50,8 +57,9 @@ def base_answers(base_model: str, prompts: list[str], chat_template: str | None 
         from memorize.answering import Answerer
 
         answerer = Answerer(base_model, chat_template=chat_template)
-        known.update(zip(todo, answerer.answer(todo, max_new_tokens=MAX_NEW_TOKENS, batch_size=16, progress=progress,
-                                               desc="replay: base answers"), strict=True))
+        answers = answerer.answer(todo, max_new_tokens=MAX_NEW_TOKENS, batch_size=16, progress=progress,
+                                  desc="replay: base answers")
+        known.update(zip(todo, map(_whole_sentences, answers), strict=True))
         del answerer
         cache.parent.mkdir(parents=True, exist_ok=True)
         tmp = cache.with_suffix(".tmp")

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import torch
 
+from memorize import recipe
 from memorize.models import best_dtype, context_length, load_model, load_tokenizer, quantization_config
 
 # The attention and MLP projections of Llama-style models: what peft's "all-linear" picks there,
@@ -37,8 +38,8 @@ class TrainConfig:
     lora_dropout: float = 0.05
     target_modules: list[str] = field(default_factory=lambda: list(DEFAULT_TARGET_MODULES))
     qlora: bool = False
-    learning_rate: float = 1e-4
-    epochs: float = 1.0
+    learning_rate: float = recipe.LEARNING_RATE
+    epochs: float = recipe.EPOCHS
     batch_size: int = 1
     grad_accum: int = 1
     lr_scheduler: str = "cosine"
@@ -55,7 +56,7 @@ class TrainConfig:
     hub_repo: str | None = None
     hub_public: bool = False
     # Share of assistant turns that replay the base model's own answers to general prompts (memorize.replay).
-    replay_ratio: float = 0.1
+    replay_ratio: float = recipe.REPLAY_RATIO
     replay_prompts: str | None = None  # JSONL of {"prompt"}; None: the shipped list
 
 

@@ -18,6 +18,12 @@ class _ChatHandler(BaseHTTPRequestHandler):
             return
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
         self.server.requests.append(body)
+        if getattr(self.server, "fail_pattern", None) and self.server.fail_pattern[len(self.server.requests) % 10]:
+            self.send_response(429)  # rate limited; the client may retry after 10 ms
+            self.send_header("retry-after-ms", "10")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
         text = self.server.replies.pop(0) if self.server.replies else "Yes"
         payload = json.dumps({
             "id": "chatcmpl-test", "object": "chat.completion", "created": 0, "model": body["model"],
@@ -51,6 +57,23 @@ def judge(chat_server):
     chat_server.replies, chat_server.requests = [], []
     client = OpenAI(base_url=f"http://127.0.0.1:{chat_server.server_port}/v1", api_key="test", max_retries=0)
     return LLMJudge(client, "judge-model")
+
+
+def test_judge_gets_a_verdict_for_every_answer_from_an_endpoint_failing_30_percent(chat_server):
+    from memorize.llm import client_for
+    from tasks.evaluate import JUDGE_RETRIES
+
+    chat_server.replies, chat_server.requests = [], []
+    chat_server.fail_pattern = [i in (1, 4, 7) for i in range(10)]  # 3 of every 10 requests answer 429
+    try:
+        client = client_for(f"http://127.0.0.1:{chat_server.server_port}/v1", "NO_SUCH_KEY_VARIABLE",
+                            max_retries=JUDGE_RETRIES)  # as the evaluate task builds it
+        judge = LLMJudge(client, "judge-model")
+        verdicts = [judge(f"Question {i}?", "Reference.", "Answer.") for i in range(20)]
+    finally:
+        chat_server.fail_pattern = None
+    assert verdicts == [True] * 20
+    assert len(chat_server.requests) > 25  # the failures happened and were retried
 
 
 @pytest.mark.parametrize(
@@ -189,3 +212,24 @@ def test_evaluate_without_adapter_uses_the_judge(small_model, data_dir, tmp_path
     assert summary["in_context"]["test_split"]["accuracy"] == 1.0
     assert summary["base"]["questions"]["methods"] == {"must": 2}
     assert json.loads((tmp_path / "eval" / "eval.json").read_text())["fine_tuned"] is None
+
+
+def test_chat_template_given_to_eval_reaches_the_answering_model(prefect_server, tmp_path, monkeypatch):
+    """A model trained with --chat-template must be asked in that same format at evaluation."""
+    import tasks.evaluate
+    from memorize.cli import main
+
+    seen = {}
+    monkeypatch.setattr(tasks.evaluate, "evaluate", lambda *a, **kw: seen.update(kw) or _empty_summary())
+    monkeypatch.setattr("flows.evaluate_flow.create_markdown_artifact", lambda **kw: None)
+    (tmp_path / "eval").mkdir()
+    (tmp_path / "eval" / "eval.md").write_text("# Evaluation\n")
+    assert main(["eval", str(tmp_path), "--base-model", "some/model", "--out", str(tmp_path / "eval"),
+                 "--chat-template", "{{ messages }}"]) == 0
+    assert seen["chat_template"] == "{{ messages }}"
+
+
+def _empty_summary():
+    section = {"accuracy": None, "n": 0}
+    return {"base": section, "fine_tuned": None, "in_context": section,
+            "forgetting": {"n": 0, "base_accuracy": None, "fine_tuned_accuracy": None}}
