@@ -173,7 +173,9 @@ def main() -> None:
     base_model = resolve_model(args.base_model)
     held_out = [q["question"] for q in load_questions(QUESTIONS)]
     summary_path = Path(args.out) / "summary.json"
-    rows = []
+    # Configurations measured by an earlier run into the same OUT stay in the table unless re-run.
+    rows = [r for r in (json.loads(summary_path.read_text()) if summary_path.exists() else [])
+            if r["config"] not in args.configs]
     for name in args.configs:
         started = time.perf_counter()
         rows.append({**run(name, args, base_model, held_out), "minutes": (time.perf_counter() - started) / 60})

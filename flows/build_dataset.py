@@ -217,7 +217,8 @@ def build_dataset(
 
     create_table_artifact(
         key="build-dataset-samples", description="Sample question/answer pairs",
-        table=[{k: p[k] for k in ("question", "answer", "chunk_id", "temperature", "split")} for p in qa[:20]])
+        table=[{k: p.get(k) for k in ("question", "answer", "chunk_id", "origin", "temperature", "split")}
+               for p in qa[:: max(1, len(qa) // 20)][:20]])  # a spread over origins, not only the first chunk
     create_markdown_artifact(key="build-dataset-summary", markdown=_summary_markdown(report))
     for f in failures:
         logger.warning("failed: %s", f)

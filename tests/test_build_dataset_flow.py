@@ -175,7 +175,7 @@ def test_report_counts_pairs_by_origin_and_drops(prefect_server, docs, tmp_path)
     with FakeLLM() as llm:
         report = _run(llm, docs, tmp_path, temperatures=2)
     origins = report["pairs_by_origin"]
-    assert origins["llm"] > 0 and {"augment:span", "augment:reverse", "augment:cloze"} <= set(origins)
+    assert origins["llm"] > 0 and {"augment:span", "augment:reverse", "augment:passage"} <= set(origins)  # the defaults
     assert sum(origins.values()) == report["qa_pairs"]
     # The fake quotes the first 40 characters of a sentence in its question: notes.md's two short sentences
     # are answered inside their questions (at both temperatures); the second temperature repeats the rest.
