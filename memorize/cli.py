@@ -253,6 +253,9 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     # The temporary Prefect server would try to send telemetry, which fails (and logs errors) offline.
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    # The temporary server takes 13-18 s to start on an idle 2-core machine; Prefect gives up after 20 s,
+    # which a busy machine exceeds (seen: "Timed out while attempting to connect to ephemeral Prefect API").
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
     try:
         return args.func(args)
     except KeyboardInterrupt:

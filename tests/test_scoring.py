@@ -171,10 +171,15 @@ def test_load_questions_errors_name_file_and_row(tmp_path, name, text, expected)
 
 
 def test_shipped_general_knowledge_file():
+    from memorize.replay import read_prompts
+    from memorize.scoring import informative_must
+
     rows = load_questions(GENERAL_KNOWLEDGE)
-    assert len(rows) >= 15
-    assert all(r.get("must") for r in rows)
+    assert len(rows) == 60
+    assert all(r.get("must") and informative_must(r["must"], r["question"]) == (r["must"], 0) for r in rows)
     assert len({r["question"] for r in rows}) == len(rows)
+    # Replay must not rehearse the forgetting check's own questions.
+    assert not {r["question"].lower() for r in rows} & {p.lower() for p in read_prompts()}
 
 
 CHUNKS = [
