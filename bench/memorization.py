@@ -136,7 +136,7 @@ def run(name: str, args, base_model: str, held_out: list[str]) -> dict:
 def _pct(value) -> str:
     if value is None:
         return "—"
-    return f"{value[0]:.0%}" if isinstance(value, tuple) else f"{value:.0%}"
+    return f"{value[0]:.0%}" if isinstance(value, (tuple, list)) else f"{value:.0%}"  # (accuracy, n) pairs
 
 
 def table(rows: list[dict]) -> str:
