@@ -10,6 +10,7 @@ Configurations (data -> training):
                       LoRA r16, no replay)
   strong              the reference set with the `memorize train` defaults
   strong-no-replay    ... without replay;  strong-batch8: ... at batch size 8
+  strong-ppr1         ... one question/answer pair per training row (default 5)
   augment             no LLM at all: the teacher-free augmentations only (`memorize dataset --temperatures 0`)
   augment-no-KIND     ... without one default augmentation kind (passage, span, reverse); augment+cloze: with cloze
   embedded            `memorize run` defaults: the embedded SmolLM2-135M generator at 3 temperatures +
@@ -48,7 +49,8 @@ QUESTIONS = HERE / "data" / "moonwell_questions.jsonl"
 REFERENCE = HERE / "data" / "moonwell_reference_pairs.jsonl"
 CONTEXT = "The charter of the Moonwell Honey and Cider Cooperative"
 PAIRS_PER_ROW = 5
-OLD_DEFAULTS = {"learning_rate": 1e-4, "epochs": 1.0, "lora_r": 16, "lora_alpha": 32, "replay_ratio": 0.0}
+OLD_DEFAULTS = {"learning_rate": 1e-4, "epochs": 1.0, "lora_r": 16, "lora_alpha": 32, "replay_ratio": 0.0,
+                "select_epoch": False}
 
 
 def _norm(text: str) -> str:
@@ -78,7 +80,7 @@ def _build(name: str, data: Path, args, held_out: list[str]) -> dict:
         qa = read_jsonl(data / "qa.jsonl")
     qa, removed = decontaminate(qa, held_out)
     ensure_test_pair(qa, DEFAULT_TEST_RATIO)
-    write_dataset(data, qa, PAIRS_PER_ROW)
+    write_dataset(data, qa, 1 if name.endswith("-ppr1") else PAIRS_PER_ROW)
     return {"pairs": len(qa), "removed_near_duplicates": removed, "data_minutes": (time.perf_counter() - started) / 60}
 
 
@@ -115,6 +117,7 @@ def run(name: str, args, base_model: str, held_out: list[str]) -> dict:
     result = train(config, progress=False)
     row["train_minutes"] = (time.perf_counter() - started) / 60
     row["final_train_loss"] = result.final_train_loss
+    row["qa_by_epoch"], row["selected_epoch"] = result.qa_by_epoch, result.selected_epoch
     started = time.perf_counter()
     summary = evaluate(base_model, str(result.adapter_dir), data, out / "eval", questions_file=QUESTIONS,
                        max_test_questions=0, batch_size=8, max_new_tokens=64, progress=False,
@@ -129,7 +132,7 @@ def run(name: str, args, base_model: str, held_out: list[str]) -> dict:
         row[f"{system}_paraphrased_reversed"] = (sum(bool(r[system]["correct"]) for r in hard) / len(hard), len(hard))
     row["general"] = {k: summary["forgetting"][k] for k in ("n", "base_accuracy", "fine_tuned_accuracy")}
     row["hyperparameters"] = {k: getattr(config, k) for k in ("learning_rate", "epochs", "lora_r", "lora_alpha",
-                                                              "batch_size", "replay_ratio")}
+                                                              "batch_size", "replay_ratio", "select_epoch")}
     return row
 
 
@@ -159,7 +162,7 @@ def table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-CONFIGS = ["strong-old", "strong", "strong-no-replay", "strong-batch8", "augment", "augment+cloze",
+CONFIGS = ["strong-old", "strong", "strong-no-replay", "strong-batch8", "strong-ppr1", "augment", "augment+cloze",
            *[f"augment-no-{k}" for k in recipe.AUGMENT], "embedded", "embedded-t1", "embedded-no-augment"]
 
 

@@ -34,9 +34,13 @@ from tasks.generate import generate_batch_task, generation_key
 
 
 def _extract_and_chunk(documents: list[str], chunk_tokens: int, overlap: int, storage, failures: list):
+    """(documents read, chunks, files skipped in the folders given: unsupported types, with the reason)."""
     docs, chunks = [], []
     extract_node, chunk_node = (t.with_options(result_storage=storage) for t in (extract_task, chunk_task))
-    for path in find_documents(documents):
+    found, skipped = find_documents(documents)
+    for s in skipped:
+        get_run_logger().warning("skipped %s: %s", s["file"], s["reason"])
+    for path in found:
         try:
             doc = extract_node(str(path))
         except ExtractionError as exc:
@@ -44,7 +48,7 @@ def _extract_and_chunk(documents: list[str], chunk_tokens: int, overlap: int, st
             continue
         docs.append(doc.path)
         chunks.extend(chunk_node(doc, chunk_tokens, overlap))
-    return docs, chunks
+    return docs, chunks, skipped
 
 
 def batches(todo: list[int], concurrency: int) -> list[list[int]]:
@@ -57,7 +61,8 @@ def batches(todo: list[int], concurrency: int) -> list[list[int]]:
 def _record(question: str, answer: str, chunk, origin: str, test_ratio: float, seed: int, **extra) -> dict:
     """One pair with its provenance; `origin` is "llm" or "augment:<kind>"."""
     return {"question": question, "answer": answer, "chunk_id": chunk.chunk_id, "chunk_sha256": chunk.sha256,
-            "source": chunk.source, "page_start": chunk.page_start, "page_end": chunk.page_end, "origin": origin,
+            "source": chunk.source, "page_start": chunk.page_start, "page_end": chunk.page_end,
+            **({"section": chunk.section} if chunk.section else {}), "origin": origin,
             **extra, "split": assign_split(question, answer, test_ratio, seed)}
 
 
@@ -72,7 +77,9 @@ def _summary_markdown(report: dict) -> str:
                       "train_rows", "test_rows"))
     fails = "\n".join(f"- `{f.get('file')}` {f.get('chunk', '')}: {f['reason']}" for f in report["failures"]) or "none"
     docs = "\n".join(f"- `{d}`" for d in report["documents"])
-    return f"# Dataset summary\n\nDocuments:\n{docs}\n\n| figure | value |\n|---|---|\n{rows}\n\nFailures:\n{fails}\n"
+    skipped = "\n".join(f"- `{f['file']}`: {f['reason']}" for f in report["skipped"]) or "none"
+    return (f"# Dataset summary\n\nDocuments:\n{docs}\n\nSkipped:\n{skipped}\n\n| figure | value |\n|---|---|\n{rows}"
+            f"\n\nFailures:\n{fails}\n")
 
 
 @flow(name="build-dataset")
@@ -122,7 +129,7 @@ def build_dataset(
     model_name = model or (DEFAULT_MODEL_NAME if base_url is None else None)
     if not model_name:
         raise ValueError("--model is required with --base-url (the model name the endpoint serves)")
-    docs, chunks = _extract_and_chunk(documents, chunk_tokens, chunk_overlap, storage, failures)
+    docs, chunks, skipped = _extract_and_chunk(documents, chunk_tokens, chunk_overlap, storage, failures)
     plan = plan_requests(chunks, context, temps, styles, questions_per_chunk)
     est = estimate(plan, price_per_1k)
     keys = [generation_key(r.messages, model_name, r.temperature, r.max_tokens) for r in plan]
@@ -135,7 +142,7 @@ def build_dataset(
     logger.info(f"{len(docs)} document(s), {len(chunks)} chunk(s), {len(temps)} temperature(s) {temps}, styles {styles}: "
                 f"{est['requests']} requests ({cache_hits} cached), ~{est['prompt_tokens'] + est['completion_tokens']:,} "
                 f"tokens, estimated cost {est['estimated_cost']:.4f} at {price_per_1k}/1K tokens")
-    report = {"documents": docs, "chunks": len(chunks), **est, "llm_calls": 0, "cache_hits": cache_hits,
+    report = {"documents": docs, "skipped": skipped, "chunks": len(chunks), **est, "llm_calls": 0, "cache_hits": cache_hits,
               "qa_pairs": 0, "train_rows": 0, "test_rows": 0, "failures": failures}
     if dry_run:
         report["dry_run"] = True

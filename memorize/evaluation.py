@@ -185,7 +185,7 @@ def evaluate(base_model: str, adapter_dir: str | None, data_dir: str | Path, out
     for r, chunks in zip(open_book, retrieved, strict=True):
         r["retrieved"] = [c["chunk_id"] for c in chunks]
 
-    answerer = Answerer(base_model, adapter=adapter_dir, chat_template=chat_template)
+    answerer = Answerer.load(base_model, adapter=adapter_dir, chat_template=chat_template)
     gen = {"batch_size": batch_size, "max_new_tokens": max_new_tokens, "progress": progress,
            "cache": AnswerCache(answer_cache, base_model) if answer_cache else None}
     answer_records(answerer, records, "base", None, judge, **gen)

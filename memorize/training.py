@@ -1,4 +1,4 @@
-"""LoRA / QLoRA fine-tuning on the QA chat dataset, and an epoch finder.
+"""LoRA / QLoRA fine-tuning on the QA chat dataset, keeping the epoch that answers held-out questions best.
 
 The dataset folder holds `train.jsonl` and `test.jsonl`, one {"messages": [...]} conversation per line.
 We tokenize conversations ourselves (`tokenize_conversation`) so that the loss covers assistant tokens only
@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import gc
 import json
+import random
 import time
 import warnings
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
+
+from transformers import TrainerCallback
 
 from memorize import recipe
 from memorize.models import best_dtype, context_length, load_model, load_tokenizer, quantization_config
@@ -22,6 +25,8 @@ from memorize.models import best_dtype, context_length, load_model, load_tokeniz
 # spelled out so the adapter config is explicit and works with vLLM's LoRA loader.
 DEFAULT_TARGET_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 IGNORE_INDEX = -100  # label value the loss skips
+SELECT_QUESTIONS = 32  # test-split questions answered at each epoch's end (~1 minute on 2 CPU cores for 135M)
+SELECT_MAX_NEW_TOKENS = 64
 
 
 class TrainingInputError(ValueError):
@@ -51,6 +56,8 @@ class TrainConfig:
     merge: bool = False
     seed: int = 42
     eval_steps: int | None = None  # None: evaluate on the test split at the end of each epoch
+    # Keep the epoch whose adapter answers the test split's questions best (closed-book), not the last one.
+    select_epoch: bool = True
     max_steps: int = -1  # > 0 overrides epochs (short runs, tests)
     logging_steps: int = 5
     hub_repo: str | None = None
@@ -74,14 +81,8 @@ class TrainResult:
     final_eval_loss: float
     runtime_s: float
     tokens_per_s: float
-
-
-@dataclass
-class EpochSearchResult:
-    best_epoch: int
-    search_eval_losses: list[dict]  # one per epoch of the constant-LR search run
-    search_train_losses: list[dict]
-    final: TrainResult  # the cosine retrain for best_epoch epochs (its metrics.json/PNG hold both runs)
+    qa_by_epoch: list[dict]  # {"epoch", "accuracy", "n"}: closed-book accuracy on test-split questions
+    selected_epoch: int | None  # the epoch whose adapter was saved; None: the last state (no selection)
 
 
 def tokenize_conversation(tokenizer, messages: list[dict], max_length: int | None = None) -> dict:
@@ -150,6 +151,54 @@ def _dtype(config: TrainConfig) -> torch.dtype:
     if config.bf16 is None:
         return best_dtype()
     return torch.bfloat16 if config.bf16 else torch.float32
+
+
+def _test_pairs(conversations: list[list[dict]], limit: int, seed: int) -> list[dict]:
+    """The question/answer turns of the test conversations; a seeded sample of at most `limit`."""
+    pairs = [{"question": m[i]["content"], "answer": m[i + 1]["content"]}
+             for m in conversations for i in range(len(m) - 1)
+             if m[i]["role"] == "user" and m[i + 1]["role"] == "assistant"]
+    return random.Random(seed).sample(pairs, limit) if len(pairs) > limit else pairs
+
+
+class EpochSelector(TrainerCallback):
+    """At each epoch's end, answers held-out questions closed-book (greedy, scored by memorize.scoring) and
+    keeps a copy of the adapter weights when the accuracy beats every earlier epoch; at the end the best
+    copy is put back. Validation loss keeps falling while answers stay wrong (the model learns the style
+    first), so the epoch is chosen by what it is for. Ties keep the earlier epoch: less training, less forgetting."""
+
+    def __init__(self, tokenizer, pairs: list[dict], progress: bool):
+        self.tokenizer, self.pairs, self.progress = tokenizer, pairs, progress
+        self.history: list[dict] = []
+        self.best: tuple[float, int, dict] | None = None  # accuracy, epoch, adapter weights
+
+    def on_epoch_end(self, args, state, control, model=None, **kwargs):
+        from peft import get_peft_model_state_dict
+
+        from memorize.answering import Answerer
+        from memorize.scoring import score
+
+        epoch = round(state.epoch)
+        model.eval()
+        answers = Answerer(model, self.tokenizer, has_adapter=True).answer(
+            [p["question"] for p in self.pairs], max_new_tokens=SELECT_MAX_NEW_TOKENS, progress=self.progress,
+            desc=f"epoch {epoch}: held-out questions")
+        model.train()
+        accuracy = sum(bool(score(p, a)["correct"]) for p, a in zip(self.pairs, answers, strict=True)) / len(self.pairs)
+        self.history.append({"epoch": epoch, "accuracy": accuracy, "n": len(self.pairs)})
+        if self.best is None or accuracy > self.best[0]:
+            weights = {k: v.detach().clone() for k, v in get_peft_model_state_dict(model).items()}
+            self.best = (accuracy, epoch, weights)
+
+    def on_train_end(self, args, state, control, model=None, **kwargs):
+        from peft import set_peft_model_state_dict
+
+        if self.best is not None and self.best[1] != self.history[-1]["epoch"]:
+            set_peft_model_state_dict(model, self.best[2])
+
+    @property
+    def selected_epoch(self) -> int | None:
+        return None if self.best is None else self.best[1]
 
 
 def build_trainer(config: TrainConfig, progress: bool = True, callbacks: list | None = None):
@@ -224,8 +273,14 @@ def build_trainer(config: TrainConfig, progress: bool = True, callbacks: list | 
         target_modules=list(config.target_modules),
         task_type="CAUSAL_LM",
     )
+    selector = None
+    if config.select_epoch:
+        test_rows = _read_conversations(data_dir / "test.jsonl")
+        selector = EpochSelector(tokenizer, _test_pairs(test_rows, SELECT_QUESTIONS, config.seed), progress)
     trainer = SFTTrainer(model=model, args=args, train_dataset=train_set, eval_dataset=eval_set,
-                         processing_class=tokenizer, peft_config=peft_config, callbacks=callbacks)
+                         processing_class=tokenizer, peft_config=peft_config,
+                         callbacks=[*(callbacks or []), *([selector] if selector else [])])
+    trainer.epoch_selector = selector  # for metrics.json
     if not progress:
         trainer.remove_callback(PrinterCallback)  # transformers prints every log line when tqdm is off
     trainer.row_counts = {"documents": len(train_rows), "replay": len(replay)}  # for metrics.json
@@ -242,8 +297,11 @@ def _fit(config: TrainConfig, progress: bool):
     if not any("eval_loss" in e and e["step"] == state.global_step for e in state.log_history):
         trainer.evaluate()  # e.g. max_steps ended mid-epoch: report the loss of what we save
     history = _history(state.log_history)
+    selector = trainer.epoch_selector
     history.update(runtime_s=round(runtime, 2), steps=state.global_step, train_rows=trainer.row_counts,
-                   tokens_per_s=round(state.num_input_tokens_seen / runtime, 1))
+                   tokens_per_s=round(state.num_input_tokens_seen / runtime, 1),
+                   qa_by_epoch=selector.history if selector else [],
+                   selected_epoch=selector.selected_epoch if selector else None)
     return trainer, tokenizer, history
 
 
@@ -258,10 +316,6 @@ def _history(log_history: list[dict]) -> dict:
 
 def train(config: TrainConfig, progress: bool = True) -> TrainResult:
     """Train a LoRA adapter; save adapter, metrics.json and loss_curve.png under config.output_dir."""
-    return _train(config, progress)
-
-
-def _train(config: TrainConfig, progress: bool, search: dict | None = None) -> TrainResult:
     trainer, tokenizer, history = _fit(config, progress)
     out = Path(config.output_dir)
     adapter_dir = out / "adapter"
@@ -270,6 +324,9 @@ def _train(config: TrainConfig, progress: bool, search: dict | None = None) -> T
     del trainer
     _free_memory()  # the merge below reloads the base model
 
+    selected = history["selected_epoch"]
+    # The losses of what was saved: the selected epoch's when an earlier epoch won.
+    saved = [e for e in history["eval_losses"] if selected is not None and round(e["epoch"]) == selected]
     metrics = {
         "base_model": config.base_model,
         "data_dir": config.data_dir,
@@ -278,14 +335,12 @@ def _train(config: TrainConfig, progress: bool, search: dict | None = None) -> T
         **history,
         # The last logged loss; the run's mean when it ended before the first logging step.
         "final_train_loss": (history["train_losses"] or [{"loss": history["mean_train_loss"]}])[-1]["loss"],
-        "final_eval_loss": history["eval_losses"][-1]["loss"],
+        "final_eval_loss": (saved or history["eval_losses"])[-1]["loss"],
     }
-    if search is not None:
-        metrics["epoch_search"] = search
     metrics_path = out / "metrics.json"
     metrics_path.write_text(json.dumps(metrics, indent=2))
     loss_curve_path = out / "loss_curve.png"
-    _plot(loss_curve_path, history, search)
+    _plot(loss_curve_path, history)
 
     merged_dir = None
     if config.merge:
@@ -308,26 +363,8 @@ def _train(config: TrainConfig, progress: bool, search: dict | None = None) -> T
         merged_dir=merged_dir, hub_url=hub_url, train_losses=history["train_losses"],
         eval_losses=history["eval_losses"], final_train_loss=metrics["final_train_loss"],
         final_eval_loss=metrics["final_eval_loss"], runtime_s=history["runtime_s"],
-        tokens_per_s=history["tokens_per_s"],
+        tokens_per_s=history["tokens_per_s"], qa_by_epoch=history["qa_by_epoch"], selected_epoch=selected,
     )
-
-
-def find_epochs(config: TrainConfig, max_epochs: int, progress: bool = True) -> EpochSearchResult:
-    """Train with a constant LR for max_epochs, evaluating each epoch; retrain with cosine for the best count.
-
-    The constant LR makes each epoch's checkpoint comparable: with a decaying schedule, the loss after epoch k
-    of a long run is not what a k-epoch run would reach. config.max_steps and eval_steps are ignored here.
-    """
-    search_config = replace(config, epochs=max_epochs, lr_scheduler="constant", max_steps=-1, eval_steps=None,
-                            merge=False, hub_repo=None)
-    trainer, _, search = _fit(search_config, progress)
-    del trainer
-    _free_memory()
-    best = min(search["eval_losses"], key=lambda e: e["loss"])
-    search["best_epoch"] = max(1, round(best["epoch"]))
-    final = _train(replace(config, epochs=search["best_epoch"], max_steps=-1, eval_steps=None), progress, search)
-    return EpochSearchResult(best_epoch=search["best_epoch"], search_eval_losses=search["eval_losses"],
-                             search_train_losses=search["train_losses"], final=final)
 
 
 def _free_memory() -> None:
@@ -336,23 +373,27 @@ def _free_memory() -> None:
         torch.cuda.empty_cache()
 
 
-def _plot(path: Path, history: dict, search: dict | None) -> None:
-    """Train and eval loss against epochs; with an epoch search, its run in a first panel."""
+def _plot(path: Path, history: dict) -> None:
+    """Train and eval loss against epochs; held-out QA accuracy per epoch on a second axis."""
     import matplotlib
 
     matplotlib.use("Agg")  # no display on servers and workers
     import matplotlib.pyplot as plt
 
-    panels = [] if search is None else [("epoch search (constant LR)", search)]
-    panels.append(("final run", history))
-    fig, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 4), squeeze=False)
-    for ax, (title, run) in zip(axes[0], panels):
-        for key, label, style in (("train_losses", "train", "-"), ("eval_losses", "eval (test split)", "o-")):
-            ax.plot([p["epoch"] for p in run[key]], [p["loss"] for p in run[key]], style, label=label)
-        if "best_epoch" in run:
-            ax.axvline(run["best_epoch"], color="gray", linestyle="--", label=f"best epoch ({run['best_epoch']})")
-        ax.set(title=title, xlabel="epoch", ylabel="loss")
-        ax.legend()
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for key, label, style in (("train_losses", "train loss", "-"), ("eval_losses", "eval loss (test split)", "o-")):
+        ax.plot([p["epoch"] for p in history[key]], [p["loss"] for p in history[key]], style, label=label)
+    ax.set(xlabel="epoch", ylabel="loss")
+    handles = ax.get_legend_handles_labels()
+    if history["qa_by_epoch"]:
+        qa = ax.twinx()
+        qa.plot([e["epoch"] for e in history["qa_by_epoch"]], [e["accuracy"] for e in history["qa_by_epoch"]], "s--",
+                color="tab:green", label=f"held-out QA accuracy (n={history['qa_by_epoch'][0]['n']})")
+        qa.set(ylabel="accuracy", ylim=(0, 1))
+        if history["selected_epoch"] is not None:
+            qa.axvline(history["selected_epoch"], color="gray", linestyle=":", label=f"kept: epoch {history['selected_epoch']}")
+        handles = [a + b for a, b in zip(handles, qa.get_legend_handles_labels())]
+    ax.legend(*handles, loc="upper right")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
@@ -386,8 +427,9 @@ def model_card(config: TrainConfig, metrics: dict, eval_results: dict | None = N
         f"- final train loss: {metrics['final_train_loss']:.4f}",
         f"- final eval loss (held-out questions): {metrics['final_eval_loss']:.4f}",
     ]
-    if "epoch_search" in metrics:
-        lines.append(f"- epochs chosen by validation loss: {metrics['epoch_search']['best_epoch']}")
+    if metrics["selected_epoch"] is not None:
+        qa = {e["epoch"]: e for e in metrics["qa_by_epoch"]}[metrics["selected_epoch"]]
+        lines.append(f"- kept epoch {metrics['selected_epoch']}: held-out QA accuracy {qa['accuracy']:.0%} (n={qa['n']})")
     if eval_results:
         lines += ["", "## Evaluation", "| metric | value |", "|---|---|", *(f"| {k} | {v} |" for k, v in eval_results.items())]
     lines += [

@@ -14,7 +14,7 @@ CHANGE_EVENT = "memorize.document.changed"
 def snapshot(folder: Path) -> dict[str, str]:
     """{path: sha256} of every supported document under folder. Hashing every file on every poll
     costs little for document sets and catches edits that keep size and mtime."""
-    return {str(p.resolve()): file_sha256(p) for p in find_documents([folder])}
+    return {str(p.resolve()): file_sha256(p) for p in find_documents([folder])[0]}
 
 
 def changes(before: dict[str, str], after: dict[str, str]) -> dict[str, str]:

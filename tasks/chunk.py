@@ -4,7 +4,7 @@ from memorize.chunking import Chunk, chunk_document
 from memorize.extract import Document
 from tasks.caching import content_key
 
-CHUNK_VERSION = 2  # 2: chunks keep line breaks
+CHUNK_VERSION = 3  # 2: chunks keep line breaks; 3: section labels
 
 
 @task(name="chunk", persist_result=True,

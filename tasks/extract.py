@@ -3,7 +3,7 @@ from prefect import task
 from memorize.extract import Document, extract, file_sha256
 from tasks.caching import content_key
 
-EXTRACT_VERSION = 1
+EXTRACT_VERSION = 2  # 2: office/web formats, page labels
 
 
 @task(name="extract", persist_result=True,

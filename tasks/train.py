@@ -8,31 +8,28 @@ from pathlib import Path
 from prefect import task
 
 from memorize.extract import file_sha256
-from memorize.training import TrainConfig, find_epochs, train
+from memorize.training import TrainConfig, train
 from tasks.caching import content_key
 
 
-def training_key(config: TrainConfig, find_epochs_max: int | None) -> str:
+def training_key(config: TrainConfig) -> str:
     data = Path(config.data_dir)
-    return content_key("train", file_sha256(data / "train.jsonl"), file_sha256(data / "test.jsonl"),
-                       asdict(config), find_epochs_max)
+    return content_key("train", file_sha256(data / "train.jsonl"), file_sha256(data / "test.jsonl"), asdict(config))
 
 
-def _summary(result, best_epoch: int | None = None) -> dict:
+def _summary(result) -> dict:
     return {
         "output_dir": str(result.output_dir), "adapter_dir": str(result.adapter_dir),
         "metrics_path": str(result.metrics_path), "loss_curve_path": str(result.loss_curve_path),
         "merged_dir": str(result.merged_dir) if result.merged_dir else None, "hub_url": result.hub_url,
         "train_losses": result.train_losses, "eval_losses": result.eval_losses,
         "final_train_loss": result.final_train_loss, "final_eval_loss": result.final_eval_loss,
-        "runtime_s": result.runtime_s, "tokens_per_s": result.tokens_per_s, "best_epoch": best_epoch,
+        "runtime_s": result.runtime_s, "tokens_per_s": result.tokens_per_s,
+        "qa_by_epoch": result.qa_by_epoch, "selected_epoch": result.selected_epoch,
     }
 
 
 @task(name="train-lora", persist_result=True,
-      cache_key_fn=lambda ctx, p: training_key(p["config"], p["find_epochs_max"]))
-def train_task(config: TrainConfig, find_epochs_max: int | None = None, progress: bool = True) -> dict:
-    if find_epochs_max:
-        search = find_epochs(config, find_epochs_max, progress=progress)
-        return _summary(search.final, search.best_epoch)
+      cache_key_fn=lambda ctx, p: training_key(p["config"]))
+def train_task(config: TrainConfig, progress: bool = True) -> dict:
     return _summary(train(config, progress=progress))

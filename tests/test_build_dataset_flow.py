@@ -8,6 +8,7 @@ import time
 
 import pytest
 from datasets import load_from_disk
+from office_docs import write_docx, write_html
 from pdfs import write_encrypted_pdf, write_pdf
 
 from flows.build_dataset import build_dataset
@@ -193,3 +194,21 @@ def test_no_temperatures_builds_the_teacher_free_dataset_without_any_llm(prefect
         with pytest.raises(ValueError, match="unknown augmentation"):
             _run(llm, docs, tmp_path, augment=["paraphrase"])
         assert llm.requests == 0  # refused before any call
+
+
+def test_office_and_web_files_give_pairs_and_unknown_files_are_named(prefect_server, tmp_path):
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    write_docx(docs / "fares.docx", [("Fares", ["A single Quillmoor ferry ticket costs 4 crowns. Children ride free."])])
+    write_html(docs / "crew.html", [("Crew", "The Quillmoor ferry captain is Orla Venn. She has served since 1998.")])
+    (docs / "diagram.vsdx").write_bytes(b"PK")
+    with FakeLLM() as llm:
+        report = _run(llm, docs, tmp_path)
+    qa = [json.loads(line) for line in open(tmp_path / "out" / "qa.jsonl")]
+    sources = {os.path.basename(p["source"]) for p in qa}
+    assert {"fares.docx", "crew.html"} <= sources
+    assert {p["section"] for p in qa if p["source"].endswith("fares.docx")} == {"Fares"}
+    saved = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert [(os.path.basename(s["file"]), s["reason"].split(";")[0]) for s in saved["skipped"]] == [
+        ("diagram.vsdx", "unsupported file type .vsdx")]
+    assert report["failures"] == []

@@ -32,7 +32,7 @@ def test_short_training_moves_held_out_answers_from_wrong_to_right(small_model, 
                          epochs=6)  # otherwise the `memorize train` defaults, replay included
     result = train(config, progress=False)
 
-    answerer = Answerer(small_model, adapter=str(result.adapter_dir))
+    answerer = Answerer.load(small_model, adapter=str(result.adapter_dir))
     questions = [q["question"] for q in HELD_OUT]
     base = answerer.answer(questions, use_adapter=False, max_new_tokens=48, progress=False)
     tuned = answerer.answer(questions, max_new_tokens=48, progress=False)

@@ -6,7 +6,11 @@ import torch
 
 from memorize.local_model import ensure_default_model
 from memorize.models import ModelLoadError, load_tokenizer
-from memorize.training import IGNORE_INDEX, TrainConfig, TrainingInputError, find_epochs, tokenize_conversation, train
+from memorize.answering import Answerer
+from memorize.scoring import score
+from memorize.training import (
+    IGNORE_INDEX, SELECT_MAX_NEW_TOKENS, TrainConfig, TrainingInputError, tokenize_conversation, train,
+)
 
 FACTS = [
     ("When does the Quillmoor ferry depart?", "The Quillmoor ferry departs at 7:40 from Pier Nine."),
@@ -128,20 +132,21 @@ def test_adapter_loads_and_makes_trained_answers_likelier(trained):
 
 
 @pytest.mark.slow
-def test_find_epochs_picks_an_epoch_and_reports_both_runs(base_model, tmp_path):
-    data = write_dataset(tmp_path / "data", FACTS[:2], FACTS[2:3])
+def test_the_epoch_kept_is_the_one_that_answered_held_out_questions_best(base_model, tmp_path):
+    data = write_dataset(tmp_path / "data", FACTS[:2], FACTS[2:])
     config = TrainConfig(base_model=base_model, data_dir=str(data), output_dir=str(tmp_path / "run"),
-                         learning_rate=1e-3, max_length=128, logging_steps=1, replay_ratio=0)
-    result = find_epochs(config, max_epochs=3, progress=False)
-    assert [e["epoch"] for e in result.search_eval_losses] == [1.0, 2.0, 3.0]
-    assert result.best_epoch == round(min(result.search_eval_losses, key=lambda e: e["loss"])["epoch"])
-    metrics = json.loads(result.final.metrics_path.read_text())
-    assert metrics["epoch_search"]["best_epoch"] == result.best_epoch
-    assert metrics["epoch_search"]["eval_losses"] == result.search_eval_losses
-    assert metrics["hyperparameters"]["epochs"] == result.best_epoch
-    assert metrics["hyperparameters"]["lr_scheduler"] == "cosine"
-    assert result.final.train_losses[-1]["epoch"] == result.best_epoch
-    assert result.final.adapter_dir.joinpath("adapter_model.safetensors").exists()
+                         learning_rate=1e-3, epochs=3, max_length=128, logging_steps=1, replay_ratio=0)
+    result = train(config, progress=False)
+    assert [(e["epoch"], e["n"]) for e in result.qa_by_epoch] == [(1, 2), (2, 2), (3, 2)]
+    best = max(e["accuracy"] for e in result.qa_by_epoch)
+    assert result.selected_epoch == next(e["epoch"] for e in result.qa_by_epoch if e["accuracy"] == best)
+    metrics = json.loads(result.metrics_path.read_text())
+    assert metrics["selected_epoch"] == result.selected_epoch and metrics["qa_by_epoch"] == result.qa_by_epoch
+    # The saved adapter is the kept epoch's: it answers the held-out questions exactly as that epoch did.
+    answers = Answerer.load(base_model, adapter=str(result.adapter_dir)).answer(
+        [q for q, _ in FACTS[2:]], max_new_tokens=SELECT_MAX_NEW_TOKENS, progress=False)
+    assert sum(bool(score({"question": q, "answer": a}, text)["correct"])
+               for (q, a), text in zip(FACTS[2:], answers)) / 2 == best
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU-only error")
