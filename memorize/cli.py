@@ -1,4 +1,5 @@
-"""The `memorize` command line: each subcommand runs one Prefect flow."""
+"""The `memorize` command line: dataset, train, eval, run, watch and deploy run Prefect flows; ask and serve
+use the trained model directly."""
 from __future__ import annotations
 
 import argparse
@@ -160,6 +161,37 @@ def cmd_run(a: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_ask(a: argparse.Namespace) -> int:
+    from memorize.chat import ChatModel, chat_loop
+
+    chat = ChatModel(a.model_dir)
+    if a.question is None:
+        chat_loop(chat, max_new_tokens=a.max_new_tokens, temperature=a.temperature, system=a.system)
+        return 0
+    messages = ([{"role": "system", "content": a.system}] if a.system else []) + [{"role": "user", "content": a.question}]
+    if a.base and chat.base_name is None:
+        print("--base needs an adapter folder: a merged model has no base model beside it", file=sys.stderr)
+        return 2
+    for label, use_adapter in [("fine-tuned", True)] + ([("base", False)] if a.base else []):
+        if a.base:
+            print(f"{label}: ", end="", flush=True)
+        chat.reply(messages, a.max_new_tokens, a.temperature, use_adapter, on_text=lambda p: print(p, end="", flush=True))
+        print()
+    return 0
+
+
+def cmd_serve(a: argparse.Namespace) -> int:
+    import uvicorn
+
+    from memorize.chat import ChatModel, create_app
+
+    chat = ChatModel(a.model_dir)
+    served = chat.name + (f" and {chat.base_name} (the base model)" if chat.base_name else "")
+    print(f"serving {served} at http://{a.host}:{a.port}/v1 (OpenAI-compatible; Ctrl-C stops)", flush=True)
+    uvicorn.run(create_app(chat), host=a.host, port=a.port, log_level="warning")
+    return 0
+
+
 def cmd_watch(a: argparse.Namespace) -> int:
     from pathlib import Path
 
@@ -225,6 +257,27 @@ def build_parser() -> argparse.ArgumentParser:
     _add_eval_args(p)
     p.set_defaults(func=cmd_run)
 
+    p = sub.add_parser("ask", help="ask the fine-tuned model; with no question, chat in the terminal",
+                       description="Answers with the fine-tuned model (greedy by default: the memorized answer). "
+                       "MODEL_DIR is the output folder of `memorize train` (or `run`'s model/ folder), its adapter/ "
+                       "or a merged/ model; the base model is read from the adapter's config.")
+    p.add_argument("model_dir", help="output folder of `memorize train`, an adapter folder or a merged model")
+    p.add_argument("question", nargs="?", help="the question (omit for an interactive chat)")
+    p.add_argument("--base", action="store_true", help="also show the base model's answer, for comparison")
+    p.add_argument("--max-new-tokens", type=int, default=256, help="(default %(default)s)")
+    p.add_argument("--temperature", type=float, default=0.0, help="0 answers greedily (default %(default)s)")
+    p.add_argument("--system", help="a system prompt (the training rows have none)")
+    p.set_defaults(func=cmd_ask)
+
+    p = sub.add_parser("serve", help="serve the fine-tuned model on an OpenAI-compatible endpoint",
+                       description="POST /v1/chat/completions (streaming too), GET /v1/models and /health. The "
+                       "fine-tuned model is served under MODEL_DIR's folder name and, for an adapter, the base "
+                       "model under its own name. Any OpenAI client, Open WebUI or agent framework can use it.")
+    p.add_argument("model_dir", help="output folder of `memorize train`, an adapter folder or a merged model")
+    p.add_argument("--host", default="127.0.0.1", help="(default %(default)s; 0.0.0.0 to serve other machines)")
+    p.add_argument("--port", type=int, default=8000, help="(default %(default)s)")
+    p.set_defaults(func=cmd_serve)
+
     p = sub.add_parser("watch", help="poll a folder and emit a Prefect event per changed document (triggers build-dataset)",
                        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("folder", help="folder of documents to watch")
@@ -257,8 +310,13 @@ def main(argv: list[str] | None = None) -> int:
     # The temporary server takes 13-18 s to start on an idle 2-core machine; Prefect gives up after 20 s,
     # which a busy machine exceeds (seen: "Timed out while attempting to connect to ephemeral Prefect API").
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
+    from memorize.models import ModelLoadError
+
     try:
         return args.func(args)
+    except ModelLoadError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("interrupted; completed LLM calls are cached, re-run the same command to continue", file=sys.stderr)
         return 130

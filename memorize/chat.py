@@ -1,0 +1,184 @@
+"""Using the trained model: one answer, a terminal chat with streamed output, and an OpenAI-compatible
+HTTP endpoint (`/v1/chat/completions`, `/v1/models`), all from the folder `memorize train` wrote."""
+from __future__ import annotations
+
+import json
+import threading
+import time
+import uuid
+from contextlib import nullcontext
+from pathlib import Path
+
+import torch
+
+from memorize.models import ModelLoadError, load_model, load_tokenizer
+
+
+class ChatModel:
+    """A fine-tuned model read from MODEL_DIR: the output folder of `memorize train` (or `run`'s model/),
+    its adapter/ folder, or a merged model. An adapter names its base in adapter_config.json; the tokenizer
+    (with the chat template used in training) is read from the adapter folder. With an adapter, the base
+    model's own answers are one switch away (`use_adapter=False`), on the same weights."""
+
+    def __init__(self, model_dir: str | Path):
+        root = Path(model_dir)
+        adapter = next((d for d in (root / "adapter", root) if (d / "adapter_config.json").exists()), None)
+        if adapter is not None:
+            base = json.loads((adapter / "adapter_config.json").read_text())["base_model_name_or_path"]
+            self.model, self.tokenizer = load_model(base, adapter=str(adapter)), load_tokenizer(str(adapter))
+        elif (root / "config.json").exists():  # a merged model (`memorize train --merge` writes merged/)
+            base = None
+            self.model, self.tokenizer = load_model(str(root)), load_tokenizer(str(root))
+        else:
+            raise ModelLoadError(f"{root}: no adapter (adapter/adapter_config.json) and no model (config.json) found; "
+                                 "pass the output folder of `memorize train` or its adapter/ or merged/ folder")
+        self.name = root.resolve().name
+        self.base_name = None if base is None else Path(base).name or base
+
+    def reply(self, messages: list[dict], max_new_tokens: int = 256, temperature: float = 0.0,
+              use_adapter: bool = True, on_text=None) -> tuple[str, str, dict]:
+        """(text, finish_reason "stop"/"length", usage) for a chat; on_text(piece) receives the text as it is
+        generated. Temperature 0 is greedy: the memorized answer, the same every time."""
+        from transformers import TextIteratorStreamer
+
+        enc = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt",
+                                                 return_dict=True).to(self.model.device)
+        streamer = TextIteratorStreamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True)
+        sampling = {"do_sample": True, "temperature": temperature} if temperature > 0 else {"do_sample": False}
+        result: dict = {}
+
+        def generate():
+            switch = self.model.disable_adapter() if self.base_name and not use_adapter else nullcontext()
+            try:
+                with switch, torch.inference_mode():
+                    result["ids"] = self.model.generate(**enc, max_new_tokens=max_new_tokens, streamer=streamer,
+                                                        pad_token_id=self.tokenizer.pad_token_id, **sampling)
+            except BaseException as exc:  # re-raised in the caller's thread
+                result["error"] = exc
+                streamer.end()
+
+        worker = threading.Thread(target=generate, daemon=True)
+        worker.start()
+        pieces = []
+        for piece in streamer:
+            pieces.append(piece)
+            if on_text:
+                on_text(piece)
+        worker.join()
+        if "error" in result:
+            raise result["error"]
+        prompt_tokens = enc["input_ids"].shape[1]
+        new = result["ids"][0, prompt_tokens:]
+        ended = bool(len(new)) and new[-1].item() in _eos_ids(self.model, self.tokenizer)
+        usage = {"prompt_tokens": prompt_tokens, "completion_tokens": len(new), "total_tokens": prompt_tokens + len(new)}
+        return "".join(pieces).strip(), "stop" if ended or len(new) < max_new_tokens else "length", usage
+
+
+def _eos_ids(model, tokenizer) -> set[int]:
+    eos = model.generation_config.eos_token_id
+    ids = set(eos if isinstance(eos, list) else [eos]) if eos is not None else set()
+    return ids | ({tokenizer.eos_token_id} if tokenizer.eos_token_id is not None else set())
+
+
+def chat_loop(chat: ChatModel, read=input, write=print, max_new_tokens: int = 256, temperature: float = 0.0,
+              system: str | None = None) -> None:
+    """A terminal chat: the conversation is kept between turns; /reset forgets it, /exit or Ctrl-D ends."""
+    history = [{"role": "system", "content": system}] if system else []
+    write(f"Chatting with {chat.name} (fine-tuned). /reset forgets the conversation, /exit or Ctrl-D ends.")
+    while True:
+        try:
+            line = read("you> ").strip()
+        except EOFError:
+            write("")
+            return
+        if line in ("/exit", "/quit"):
+            return
+        if line == "/reset":
+            history = history[:1] if system else []
+            continue
+        if not line:
+            continue
+        history.append({"role": "user", "content": line})
+        write("model> ", end="", flush=True)
+        text, _, _ = chat.reply(history, max_new_tokens, temperature, on_text=lambda p: write(p, end="", flush=True))
+        write("")
+        history.append({"role": "assistant", "content": text})
+
+
+def create_app(chat: ChatModel):
+    """FastAPI app with the OpenAI chat-completions API (streaming included). The fine-tuned model is served
+    as `chat.name`; with an adapter, the base model as `chat.base_name` (adapter off, same weights).
+    One generation at a time: a single model in memory."""
+    from fastapi import FastAPI, HTTPException
+    from fastapi.responses import StreamingResponse
+    from pydantic import BaseModel
+
+    class Message(BaseModel):
+        role: str
+        content: str
+
+    class ChatRequest(BaseModel):
+        model: str | None = None
+        messages: list[Message]
+        max_tokens: int | None = None
+        max_completion_tokens: int | None = None
+        temperature: float = 0.0
+        stream: bool = False
+
+    app = FastAPI(title=f"memorize: {chat.name}")
+    lock = threading.Lock()
+    names = [chat.name] + ([chat.base_name] if chat.base_name else [])
+
+    @app.get("/health")
+    def health():
+        return {"status": "ok"}
+
+    @app.get("/v1/models")
+    def models():
+        return {"object": "list", "data": [{"id": n, "object": "model", "created": 0, "owned_by": "memorize"} for n in names]}
+
+    @app.post("/v1/chat/completions")
+    def completions(req: ChatRequest):
+        if req.model not in (None, *names):
+            raise HTTPException(404, f"model {req.model!r} is not served here; available: {', '.join(names)}")
+        if not req.messages:
+            raise HTTPException(400, "messages must not be empty")
+        use_adapter = req.model != chat.base_name or chat.base_name is None
+        messages = [m.model_dump() for m in req.messages]
+        limit = req.max_completion_tokens or req.max_tokens or 256
+        ident, created, model = f"chatcmpl-{uuid.uuid4().hex}", int(time.time()), req.model or chat.name
+
+        def chunk(delta: dict, finish: str | None) -> str:
+            body = {"id": ident, "object": "chat.completion.chunk", "created": created, "model": model,
+                    "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
+            return f"data: {json.dumps(body)}\n\n"
+
+        if req.stream:
+            def events():
+                import queue
+
+                pieces: queue.Queue = queue.Queue()
+                outcome: dict = {}
+
+                def run():
+                    with lock:
+                        try:
+                            outcome["finish"] = chat.reply(messages, limit, req.temperature, use_adapter, pieces.put)[1]
+                        finally:
+                            pieces.put(None)
+
+                threading.Thread(target=run, daemon=True).start()
+                yield chunk({"role": "assistant", "content": ""}, None)
+                while (piece := pieces.get()) is not None:
+                    yield chunk({"content": piece}, None)
+                yield chunk({}, outcome.get("finish", "stop"))
+                yield "data: [DONE]\n\n"
+
+            return StreamingResponse(events(), media_type="text/event-stream")
+        with lock:
+            text, finish, usage = chat.reply(messages, limit, req.temperature, use_adapter)
+        return {"id": ident, "object": "chat.completion", "created": created, "model": model,
+                "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": finish}],
+                "usage": usage}
+
+    return app

@@ -1,0 +1,101 @@
+"""Using a trained adapter: `memorize ask` (one answer, --base, the terminal chat) and `memorize serve`
+answering the real `openai` client over HTTP, streaming included."""
+import json
+import socket
+import threading
+import time
+
+import pytest
+
+from memorize.chat import ChatModel, chat_loop, create_app
+from memorize.cli import main
+from memorize.local_model import ensure_default_model
+from memorize.training import TrainConfig, train
+
+QUESTION = "When does the Quillmoor ferry depart?"
+PAIRS = [(QUESTION, "The Quillmoor ferry departs at 7:40 from Pier Nine."),
+         ("Where does the Quillmoor ferry leave from?", "From Pier Nine, at 7:40.")]
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    data = tmp_path_factory.mktemp("data")
+    for name in ("train.jsonl", "test.jsonl"):
+        (data / name).write_text("".join(json.dumps({"messages": [{"role": "user", "content": q}, {"role": "assistant", "content": a}]}) + "\n"
+                                         for q, a in PAIRS))
+    out = tmp_path_factory.mktemp("model")
+    train(TrainConfig(base_model=str(ensure_default_model(progress=False)), data_dir=str(data), output_dir=str(out),
+                      learning_rate=2e-3, max_steps=12, replay_ratio=0, select_epoch=False), progress=False)
+    return out
+
+
+@pytest.fixture(scope="module")
+def chat(trained):
+    return ChatModel(trained)
+
+
+def test_ask_answers_with_the_adapter_and_the_base_beside_it(trained, capsys):
+    assert main(["ask", str(trained), QUESTION, "--max-new-tokens", "24"]) == 0
+    assert "7:40" in capsys.readouterr().out  # learned in 12 steps; the base model cannot know it
+    assert main(["ask", str(trained / "adapter"), QUESTION, "--base", "--max-new-tokens", "24"]) == 0
+    tuned, base = capsys.readouterr().out.strip().split("\n")[:2]
+    assert tuned.startswith("fine-tuned: ") and "7:40" in tuned
+    assert base.startswith("base: ") and "7:40" not in base and len(base) > len("base: ")
+
+
+def test_ask_names_a_folder_without_a_model(tmp_path, capsys):
+    assert main(["ask", str(tmp_path), QUESTION]) == 2
+    assert str(tmp_path) in capsys.readouterr().err
+
+
+def test_terminal_chat_keeps_the_conversation(chat):
+    lines, said = iter([QUESTION, "/reset", "", "And where from?", "/exit"]), []
+    seen = []
+    original = chat.reply
+    chat.reply = lambda history, *a, **k: (seen.append(list(history)), original(history, *a, **k))[1]
+    try:
+        chat_loop(chat, read=lambda prompt: next(lines), write=lambda *a, **k: said.append("".join(map(str, a))),
+                  max_new_tokens=16)
+    finally:
+        chat.reply = original
+    assert [len(h) for h in seen] == [1, 1]  # /reset forgot the first exchange
+    assert "7:40" in "".join(said)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_serve_answers_the_openai_client(chat):
+    import uvicorn
+    from openai import NotFoundError, OpenAI
+
+    port = _free_port()
+    server = uvicorn.Server(uvicorn.Config(create_app(chat), host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        while not server.started:
+            time.sleep(0.05)
+        client = OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="unused")
+        assert [m.id for m in client.models.list()] == [chat.name, chat.base_name]
+        reply = client.chat.completions.create(model=chat.name, messages=[{"role": "user", "content": QUESTION}],
+                                               max_tokens=24)
+        assert "7:40" in reply.choices[0].message.content and reply.usage.completion_tokens > 0
+        assert reply.choices[0].finish_reason in ("stop", "length")
+        stream = client.chat.completions.create(model=chat.name, messages=[{"role": "user", "content": QUESTION}],
+                                                max_tokens=24, stream=True)
+        pieces = [c.choices[0].delta.content or "" for c in stream]
+        assert len([p for p in pieces if p]) > 1 and "".join(pieces).strip() == reply.choices[0].message.content
+        base = client.chat.completions.create(model=chat.base_name, messages=[{"role": "user", "content": QUESTION}],
+                                              max_tokens=24)
+        assert "7:40" not in base.choices[0].message.content
+        with pytest.raises(NotFoundError):
+            client.chat.completions.create(model="gpt-4", messages=[{"role": "user", "content": QUESTION}])
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
