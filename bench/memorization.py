@@ -10,7 +10,9 @@ Configurations (data -> training):
                       LoRA r16, no replay)
   strong              the reference set with the `memorize train` defaults
   strong-no-replay    ... without replay;  strong-batch8: ... at batch size 8
-  strong-ppr1         ... one question/answer pair per training row (default 5)
+  strong-ppr5         ... five question/answer pairs per training row (the old default; now 1)
+  strong-no-select    ... keeping the last epoch, not the best on held-out QA
+  strong-e5           ... 5 epochs (the epoch kept is chosen by held-out QA accuracy, as always)
   augment             no LLM at all: the teacher-free augmentations only (`memorize dataset --temperatures 0`)
   augment-no-KIND     ... without one default augmentation kind (passage, span, reverse); augment+cloze: with cloze
   embedded            `memorize run` defaults: the embedded SmolLM2-135M generator at 3 temperatures +
@@ -48,7 +50,6 @@ DOC = HERE / "data" / "moonwell_charter.md"
 QUESTIONS = HERE / "data" / "moonwell_questions.jsonl"
 REFERENCE = HERE / "data" / "moonwell_reference_pairs.jsonl"
 CONTEXT = "The charter of the Moonwell Honey and Cider Cooperative"
-PAIRS_PER_ROW = 5
 OLD_DEFAULTS = {"learning_rate": 1e-4, "epochs": 1.0, "lora_r": 16, "lora_alpha": 32, "replay_ratio": 0.0,
                 "select_epoch": False}
 
@@ -61,6 +62,10 @@ def decontaminate(qa: list[dict], held_out: list[str]) -> tuple[list[dict], int]
     held = [_norm(q) for q in held_out]
     kept = [p for p in qa if all(fuzz.ratio(_norm(p["question"]), h) < 85 for h in held)]
     return kept, len(qa) - len(kept)
+
+
+def _pairs_per_row(name: str) -> int:
+    return 5 if name in ("strong-old", "strong-ppr5") else recipe.PAIRS_PER_ROW
 
 
 def _build(name: str, data: Path, args, held_out: list[str]) -> dict:
@@ -80,7 +85,7 @@ def _build(name: str, data: Path, args, held_out: list[str]) -> dict:
         qa = read_jsonl(data / "qa.jsonl")
     qa, removed = decontaminate(qa, held_out)
     ensure_test_pair(qa, DEFAULT_TEST_RATIO)
-    write_dataset(data, qa, 1 if name.endswith("-ppr1") else PAIRS_PER_ROW)
+    write_dataset(data, qa, _pairs_per_row(name))
     return {"pairs": len(qa), "removed_near_duplicates": removed, "data_minutes": (time.perf_counter() - started) / 60}
 
 
@@ -110,6 +115,10 @@ def run(name: str, args, base_model: str, held_out: list[str]) -> dict:
     overrides = dict(OLD_DEFAULTS) if name == "strong-old" else {}
     if name == "strong-no-replay":
         overrides["replay_ratio"] = 0.0
+    if name == "strong-no-select":
+        overrides["select_epoch"] = False
+    if name == "strong-e5":
+        overrides["epochs"] = 5.0
     if name == "strong-batch8":
         overrides["batch_size"] = 8
     config = TrainConfig(base_model=base_model, data_dir=str(data), output_dir=str(out / "model"), **overrides)
@@ -131,8 +140,9 @@ def run(name: str, args, base_model: str, held_out: list[str]) -> dict:
     for system in ("base", "fine_tuned", "in_context"):
         row[f"{system}_paraphrased_reversed"] = (sum(bool(r[system]["correct"]) for r in hard) / len(hard), len(hard))
     row["general"] = {k: summary["forgetting"][k] for k in ("n", "base_accuracy", "fine_tuned_accuracy")}
-    row["hyperparameters"] = {k: getattr(config, k) for k in ("learning_rate", "epochs", "lora_r", "lora_alpha",
-                                                              "batch_size", "replay_ratio", "select_epoch")}
+    row["hyperparameters"] = {**{k: getattr(config, k) for k in ("learning_rate", "epochs", "lora_r", "lora_alpha",
+                                                                 "batch_size", "replay_ratio", "select_epoch")},
+                              "pairs_per_row": _pairs_per_row(name)}
     return row
 
 
@@ -142,16 +152,23 @@ def _pct(value) -> str:
     return f"{value[0]:.0%}" if isinstance(value, (tuple, list)) else f"{value:.0%}"  # (accuracy, n) pairs
 
 
+def _setting(h: dict) -> str:
+    return (f"lr {h['learning_rate']:g}, {h['epochs']:g} ep, {h['pairs_per_row']} pair/row, batch {h['batch_size']}, "
+            f"replay {h['replay_ratio']:g}, {'best epoch' if h['select_epoch'] else 'last epoch'}")
+
+
 def table(rows: list[dict]) -> str:
-    head = ("| config | pairs | base | fine-tuned | in-context | fine-tuned: direct / paraphrased / reversed / multi "
-            "| paraphrased+reversed: base → fine-tuned (in-context) | general knowledge base → fine-tuned | minutes "
-            "(data + train + eval) |")
-    lines = [head, "|" + "---|" * 9]
+    head = ("| config | training setting | pairs | base | fine-tuned | in-context | fine-tuned: direct / paraphrased / "
+            "reversed / multi | paraphrased+reversed: base → fine-tuned (in-context) | general knowledge base → "
+            "fine-tuned | minutes (data + train + eval) |")
+    lines = [head, "|" + "---|" * 10]
     for r in rows:
         kinds = " / ".join(_pct(r["fine_tuned_kinds"].get(k)) for k in ("direct", "paraphrased", "reversed", "multi"))
         g = r["general"]
+        kept = f" (kept epoch {r['selected_epoch']})" if r.get("selected_epoch") else ""
         lines.append(
-            f"| {r['config']} | {r['pairs']} | {_pct(r['base'])} | **{_pct(r['fine_tuned'])}** | {_pct(r['in_context'])} "
+            f"| {r['config']} | {_setting(r['hyperparameters'])}{kept} | {r['pairs']} | {_pct(r['base'])} "
+            f"| **{_pct(r['fine_tuned'])}** | {_pct(r['in_context'])} "
             f"| {kinds} | {_pct(r['base_paraphrased_reversed'])} → **{_pct(r['fine_tuned_paraphrased_reversed'])}** "
             f"({_pct(r['in_context_paraphrased_reversed'])}) | {_pct(g['base_accuracy'])} → {_pct(g['fine_tuned_accuracy'])} "
             f"| {r['data_minutes']:.1f} + {r['train_minutes']:.1f} + {r['eval_minutes']:.1f} |")
@@ -162,7 +179,7 @@ def table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-CONFIGS = ["strong-old", "strong", "strong-no-replay", "strong-batch8", "strong-ppr1", "augment", "augment+cloze",
+CONFIGS = ["strong-old", "strong", "strong-no-replay", "strong-batch8", "strong-ppr5", "strong-no-select", "strong-e5", "augment", "augment+cloze",
            *[f"augment-no-{k}" for k in recipe.AUGMENT], "embedded", "embedded-t1", "embedded-no-augment"]
 
 

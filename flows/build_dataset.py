@@ -96,7 +96,7 @@ def build_dataset(
     augment: list[str] = list(recipe.AUGMENT),
     chunk_tokens: int = 500,
     chunk_overlap: int = 40,
-    pairs_per_row: int = 5,
+    pairs_per_row: int = recipe.PAIRS_PER_ROW,
     test_ratio: float = DEFAULT_TEST_RATIO,
     seed: int = 0,
     concurrency: int = 8,

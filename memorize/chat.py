@@ -10,6 +10,7 @@ from contextlib import nullcontext
 from pathlib import Path
 
 import torch
+from pydantic import BaseModel
 
 from memorize.models import ModelLoadError, load_model, load_tokenizer
 
@@ -105,25 +106,26 @@ def chat_loop(chat: ChatModel, read=input, write=print, max_new_tokens: int = 25
         history.append({"role": "assistant", "content": text})
 
 
+class Message(BaseModel):
+    role: str
+    content: str
+
+
+class ChatRequest(BaseModel):  # the OpenAI fields this server honours; others are ignored
+    model: str | None = None
+    messages: list[Message]
+    max_tokens: int | None = None
+    max_completion_tokens: int | None = None
+    temperature: float = 0.0
+    stream: bool = False
+
+
 def create_app(chat: ChatModel):
     """FastAPI app with the OpenAI chat-completions API (streaming included). The fine-tuned model is served
     as `chat.name`; with an adapter, the base model as `chat.base_name` (adapter off, same weights).
     One generation at a time: a single model in memory."""
     from fastapi import FastAPI, HTTPException
     from fastapi.responses import StreamingResponse
-    from pydantic import BaseModel
-
-    class Message(BaseModel):
-        role: str
-        content: str
-
-    class ChatRequest(BaseModel):
-        model: str | None = None
-        messages: list[Message]
-        max_tokens: int | None = None
-        max_completion_tokens: int | None = None
-        temperature: float = 0.0
-        stream: bool = False
 
     app = FastAPI(title=f"memorize: {chat.name}")
     lock = threading.Lock()

@@ -32,7 +32,7 @@ def _add_generation_args(p: argparse.ArgumentParser) -> None:
                         "or none (default: %(default)s)")
     g.add_argument("--chunk-tokens", type=int, default=500, help="chunk size in tokens (default %(default)s)")
     g.add_argument("--chunk-overlap", type=int, default=40, help="overlap between chunks in tokens (default %(default)s)")
-    g.add_argument("--pairs-per-row", type=int, default=5, help="question/answer pairs per chat row (default %(default)s)")
+    g.add_argument("--pairs-per-row", type=int, default=recipe.PAIRS_PER_ROW, help="question/answer pairs per chat row (default %(default)s)")
     g.add_argument("--test-ratio", type=float, default=1 / 11, help="share of pairs held out for testing (default 1/11, about 10:1)")
     g.add_argument("--seed", type=int, default=0)
     g.add_argument("--concurrency", type=int, default=8, help="LLM requests in flight at once (default %(default)s)")
@@ -257,11 +257,15 @@ def build_parser() -> argparse.ArgumentParser:
     _add_eval_args(p)
     p.set_defaults(func=cmd_run)
 
-    p = sub.add_parser("ask", help="ask the fine-tuned model; with no question, chat in the terminal",
-                       description="Answers with the fine-tuned model (greedy by default: the memorized answer). "
-                       "MODEL_DIR is the output folder of `memorize train` (or `run`'s model/ folder), its adapter/ "
-                       "or a merged/ model; the base model is read from the adapter's config.")
-    p.add_argument("model_dir", help="output folder of `memorize train`, an adapter folder or a merged model")
+    def model_parser(name: str, summary: str, details: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=summary, description=f"{summary[0].upper()}{summary[1:]}. {details} MODEL_DIR is "
+                           "the output folder of `memorize train` (or `run`'s model/ folder), its adapter/ or a merged/ "
+                           "model; an adapter's base model is read from its config.")
+        p.add_argument("model_dir", help="output folder of `memorize train`, an adapter folder or a merged model")
+        return p
+
+    p = model_parser("ask", "ask the fine-tuned model; with no question, chat in the terminal",
+                     "Greedy by default: the memorized answer.")
     p.add_argument("question", nargs="?", help="the question (omit for an interactive chat)")
     p.add_argument("--base", action="store_true", help="also show the base model's answer, for comparison")
     p.add_argument("--max-new-tokens", type=int, default=256, help="(default %(default)s)")
@@ -269,11 +273,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--system", help="a system prompt (the training rows have none)")
     p.set_defaults(func=cmd_ask)
 
-    p = sub.add_parser("serve", help="serve the fine-tuned model on an OpenAI-compatible endpoint",
-                       description="POST /v1/chat/completions (streaming too), GET /v1/models and /health. The "
-                       "fine-tuned model is served under MODEL_DIR's folder name and, for an adapter, the base "
-                       "model under its own name. Any OpenAI client, Open WebUI or agent framework can use it.")
-    p.add_argument("model_dir", help="output folder of `memorize train`, an adapter folder or a merged model")
+    p = model_parser("serve", "serve the fine-tuned model on an OpenAI-compatible endpoint",
+                     "POST /v1/chat/completions (streaming too), GET /v1/models and /health. The fine-tuned model "
+                     "is served under MODEL_DIR's folder name and, for an adapter, the base model under its own "
+                     "name. Any OpenAI client, Open WebUI or agent framework can use it.")
     p.add_argument("--host", default="127.0.0.1", help="(default %(default)s; 0.0.0.0 to serve other machines)")
     p.add_argument("--port", type=int, default=8000, help="(default %(default)s)")
     p.set_defaults(func=cmd_serve)

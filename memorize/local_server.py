@@ -16,6 +16,18 @@ class ServerError(RuntimeError):
     pass
 
 
+def _die_with_parent() -> None:
+    """In the child before exec: Linux sends it SIGTERM when the parent dies, even by kill -9, so no
+    orphaned server keeps a core busy (other systems: the normal stop in `serve` only)."""
+    try:
+        import ctypes
+        import signal
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
+    except OSError:
+        pass
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -35,7 +47,8 @@ def serve(model_dir: str, log_path: Path, startup_timeout: float = 300.0):
            "--device", device]
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "ab") as log:
-        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "HF_HUB_OFFLINE": "1"},
+                                preexec_fn=_die_with_parent if sys.platform == "linux" else None)
     base_url = f"http://127.0.0.1:{port}/v1"
     try:
         deadline = time.monotonic() + startup_timeout
@@ -54,6 +67,7 @@ def serve(model_dir: str, log_path: Path, startup_timeout: float = 300.0):
     finally:
         proc.terminate()
         try:
-            proc.wait(timeout=20)
+            proc.wait(timeout=5)  # it stops in ~1 s when idle; mid-generation it may not listen
         except subprocess.TimeoutExpired:
             proc.kill()
+            proc.wait()
