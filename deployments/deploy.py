@@ -13,8 +13,9 @@ from prefect import Flow
 from prefect.events import DeploymentEventTrigger
 from prefect.schedules import Cron
 
+from memorize.watch import CHANGE_EVENT  # the watcher emits what the trigger expects
+
 REPO = Path(__file__).resolve().parents[1]
-CHANGE_EVENT = "memorize.document.changed"
 
 # name -> (entrypoint, pool role)
 FLOWS = {

@@ -6,17 +6,11 @@ from pathlib import Path
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
+from memorize.evaluation import SYSTEMS, pct
 from memorize.llm import DEFAULT_API_KEY_ENV
 from memorize.local_model import resolve_model
 from tasks.caching import DEFAULT_CACHE_DIR
 from tasks.evaluate import evaluate_task
-
-SYSTEMS = ("base", "fine_tuned", "in_context")
-
-
-def _pct(value: float | None) -> str:
-    return "—" if value is None else f"{value:.1%}"
-
 
 def accuracy_lines(summary: dict) -> list[str]:
     """The before/after/in-context figures, one line each, for the terminal and the run's log."""
@@ -24,13 +18,13 @@ def accuracy_lines(summary: dict) -> list[str]:
     for s in SYSTEMS:
         section = summary[s]
         kinds = "" if section is None or not section.get("kinds") else " — " + ", ".join(
-            f"{k} {_pct(v['accuracy'])} (n={v['n']})" for k, v in section["kinds"].items())
+            f"{k} {pct(v['accuracy'])} (n={v['n']})" for k, v in section["kinds"].items())
         lines.append(f"{s:>11}: " + ("not run" if section is None else
-                                     f"{_pct(section['accuracy'])} accuracy (n={section['n']}){kinds}"))
+                                     f"{pct(section['accuracy'])} accuracy (n={section['n']}){kinds}"))
     f = summary["forgetting"]
     if f["n"]:
-        lines.append(f" forgetting: general knowledge base {_pct(f['base_accuracy'])} -> "
-                     f"fine-tuned {_pct(f['fine_tuned_accuracy'])} (n={f['n']})")
+        lines.append(f" forgetting: general knowledge base {pct(f['base_accuracy'])} -> "
+                     f"fine-tuned {pct(f['fine_tuned_accuracy'])} (n={f['n']})")
     return lines
 
 
@@ -58,7 +52,7 @@ def evaluate_flow(
     summary = evaluate_task(resolve_model(base_model), adapter_dir, data_dir, out, questions, judge_base_url,
                             judge_model, judge_api_key_env, top_k, max_test_questions, batch_size,
                             include_general, progress, str(Path(cache_dir) / "answers" / "base.json"), chat_template)
-    table = [{"system": s, "accuracy": _pct(summary[s] and summary[s]["accuracy"]),
+    table = [{"system": s, "accuracy": pct(summary[s] and summary[s]["accuracy"]),
               "n": summary[s] and summary[s]["n"]} for s in SYSTEMS]
     create_table_artifact(key="evaluation-accuracy", table=table, description="closed-book accuracy")
     report = (Path(out) / "eval.md").read_text(encoding="utf-8")

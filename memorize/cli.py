@@ -7,7 +7,7 @@ import json
 import os
 import sys
 
-from memorize import recipe
+from memorize import DEFAULT_CACHE_DIR, recipe
 
 EPILOG = """Keys come from the environment only: the LLM endpoint's key from the variable named by
 --api-key-env (default OPENAI_API_KEY), the Hugging Face token from HF_TOKEN.
@@ -41,7 +41,7 @@ def _add_generation_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--retries", type=int, default=4, help="retries on 429/5xx/timeouts/connection errors (default %(default)s)")
     g.add_argument("--parse-attempts", type=int, default=3, help="times a request is asked when its reply cannot be parsed (default %(default)s)")
     g.add_argument("--price-per-1k", type=float, default=0.0, help="price per 1K tokens for the cost estimate (default %(default)s)")
-    g.add_argument("--cache-dir", default=".memorize/cache", help="where cached results live (default %(default)s)")
+    g.add_argument("--cache-dir", default=DEFAULT_CACHE_DIR, help="where cached results live (default %(default)s)")
     g.add_argument("--hub-repo", help="push the dataset to this Hugging Face dataset repo (token from HF_TOKEN)")
     g.add_argument("--public", action="store_true", help="make the pushed dataset public (default private)")
     g.add_argument("--dry-run", action="store_true", help="print the request count and cost estimate, call nothing")
@@ -286,7 +286,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("folder", help="folder of documents to watch")
     p.add_argument("--context", required=True, help="passed to the triggered build-dataset run")
     p.add_argument("--out", required=True, help="output folder of the triggered build-dataset run")
-    p.add_argument("--cache-dir", default=".memorize/cache", help="cache folder shared with the triggered run")
+    p.add_argument("--cache-dir", default=DEFAULT_CACHE_DIR, help="cache folder shared with the triggered run")
     p.add_argument("--interval", type=float, default=30.0, help="seconds between polls (default %(default)s)")
     p.add_argument("--state", help="file remembering the last seen hashes (default: under the cache folder)")
     p.add_argument("--once", action="store_true", help="poll once and exit (for cron or tests)")

@@ -234,7 +234,7 @@ def _accuracy_rows(summary: dict) -> dict[str, dict[str, float | None]]:
     return rows
 
 
-def _pct(value: float | None) -> str:
+def pct(value: float | None) -> str:
     return "—" if value is None else f"{value:.0%}"
 
 
@@ -252,7 +252,7 @@ def _verdict(result: dict | None) -> str:
 def markdown_report(summary: dict, records: list[dict]) -> str:
     lines = ["# Evaluation", "", "| accuracy | " + " | ".join(LABELS.values()) + " |", "|---|---|---|---|"]
     for label, accs in _accuracy_rows(summary).items():
-        lines.append(f"| {label} | " + " | ".join(_pct(accs.get(s)) for s in SYSTEMS) + " |")
+        lines.append(f"| {label} | " + " | ".join(pct(accs.get(s)) for s in SYSTEMS) + " |")
     lines += [
         "",
         "✓ correct, ✗ wrong, ? no verdict, — not run. "
@@ -276,7 +276,7 @@ def plot_accuracy(summary: dict, path: Path) -> None:
         values = [accs.get(system) for accs in rows.values()]
         bars = ax.bar([i + (j - (len(SYSTEMS) - 1) / 2) * width for i in range(len(rows))],
                       [float("nan") if v is None else v for v in values], width, label=LABELS[system])
-        ax.bar_label(bars, labels=["" if v is None else _pct(v) for v in values], fontsize=8)
+        ax.bar_label(bars, labels=["" if v is None else pct(v) for v in values], fontsize=8)
     ax.set_xticks(range(len(rows)), list(rows), fontsize=8)
     ax.set_ylim(0, 1.1)
     ax.set_ylabel("accuracy")

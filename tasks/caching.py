@@ -13,7 +13,8 @@ from pathlib import Path
 from prefect.filesystems import LocalFileSystem
 from prefect.results import ResultStore
 
-DEFAULT_CACHE_DIR = ".memorize/cache"
+from memorize import DEFAULT_CACHE_DIR  # noqa: F401  (re-exported for the flows)
+
 
 
 def content_key(kind: str, *parts) -> str:
