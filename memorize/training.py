@@ -56,7 +56,8 @@ class TrainConfig:
     merge: bool = False
     seed: int = 42
     eval_steps: int | None = None  # None: evaluate on the test split at the end of each epoch
-    # Keep the epoch whose adapter answers the test split's questions best (closed-book), not the last one.
+    # Keep the epoch whose adapter answers the test split's questions best (closed-book), not the last one;
+    # ignored when max_steps is set.
     select_epoch: bool = True
     max_steps: int = -1  # > 0 overrides epochs (short runs, tests)
     logging_steps: int = 5
@@ -274,7 +275,7 @@ def build_trainer(config: TrainConfig, progress: bool = True, callbacks: list | 
         task_type="CAUSAL_LM",
     )
     selector = None
-    if config.select_epoch:
+    if config.select_epoch and config.max_steps <= 0:  # a run cut by max_steps has no epochs to choose from
         test_rows = _read_conversations(data_dir / "test.jsonl")
         selector = EpochSelector(tokenizer, _test_pairs(test_rows, SELECT_QUESTIONS, config.seed), progress)
     trainer = SFTTrainer(model=model, args=args, train_dataset=train_set, eval_dataset=eval_set,
