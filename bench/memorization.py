@@ -19,7 +19,7 @@ Configurations (data -> training):
                       augmentations, then the `memorize train` defaults
   embedded-t1         ... at 1 temperature;  embedded-no-augment: generator pairs only
 
-Any training pair whose question is a near-duplicate of a held-out question (rapidfuzz ratio >= 85) is
+Any training pair whose question is a near-duplicate of a held-out question (rapidfuzz ratio >= 85, memorize.filtering.seen_in_training) is
 removed first and counted, so the questions are truly unseen. The base and in-context answers are the
 same for every configuration (same base model, questions and chunks): computed once and reused through
 the evaluation's answer cache. Answers are greedy, at most 64 new tokens. Prints one table and writes
@@ -37,11 +37,10 @@ os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("DO_NOT_TRACK", "1")
 os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")  # see memorize.cli.main
 
-from rapidfuzz import fuzz  # noqa: E402
-
 from memorize import recipe  # noqa: E402
 from memorize.dataset import DEFAULT_TEST_RATIO, assign_split, ensure_test_pair, read_jsonl, write_dataset  # noqa: E402
 from memorize.evaluation import evaluate, load_questions  # noqa: E402
+from memorize.filtering import seen_in_training  # noqa: E402
 from memorize.local_model import resolve_model  # noqa: E402
 from memorize.training import TrainConfig, train  # noqa: E402
 
@@ -54,13 +53,9 @@ OLD_DEFAULTS = {"learning_rate": 1e-4, "epochs": 1.0, "lora_r": 16, "lora_alpha"
                 "select_epoch": False}
 
 
-def _norm(text: str) -> str:
-    return " ".join(text.lower().split())
-
-
 def decontaminate(qa: list[dict], held_out: list[str]) -> tuple[list[dict], int]:
-    held = [_norm(q) for q in held_out]
-    kept = [p for p in qa if all(fuzz.ratio(_norm(p["question"]), h) < 85 for h in held)]
+    seen = seen_in_training([p["question"] for p in qa], held_out)  # a training pair that rewords a held-out one
+    kept = [p for p, s in zip(qa, seen, strict=True) if not s]
     return kept, len(qa) - len(kept)
 
 

@@ -6,7 +6,7 @@ from pathlib import Path
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
-from memorize.evaluation import SYSTEMS, pct
+from memorize.evaluation import SYSTEMS, seen_warning, pct
 from memorize.llm import DEFAULT_API_KEY_ENV
 from memorize.local_model import resolve_model
 from tasks.caching import DEFAULT_CACHE_DIR
@@ -25,7 +25,7 @@ def accuracy_lines(summary: dict) -> list[str]:
     if f["n"]:
         lines.append(f" forgetting: general knowledge base {pct(f['base_accuracy'])} -> "
                      f"fine-tuned {pct(f['fine_tuned_accuracy'])} (n={f['n']})")
-    return lines
+    return lines + seen_warning(summary)
 
 
 @flow(name="evaluate")

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from memorize.answering import AnswerCache, Answerer
 from memorize.dataset import read_jsonl
+from memorize.filtering import seen_in_training
 from memorize.retrieval import ChunkIndex, format_chunks
 from memorize.scoring import score
 
@@ -176,6 +177,11 @@ def evaluate(base_model: str, adapter_dir: str | None, data_dir: str | Path, out
         "general": load_questions(general_file) if general_file else [],
     })
     open_book = [r for r in records if r["set"] in SETS]
+    yours = [r for r in records if r["set"] == "questions"]
+    qa_file = data_dir / "qa.jsonl"
+    trained_on = [r["question"] for r in read_jsonl(qa_file) if r.get("split") == "train"] if qa_file.exists() else []
+    for r, seen in zip(yours, seen_in_training([r["question"] for r in yours], trained_on), strict=True):
+        r["seen_in_training"] = seen
     if not open_book:
         raise ValueError(
             f"nothing to evaluate: {data_dir / 'qa.jsonl'} has no test pairs and no questions file was given"
@@ -206,6 +212,8 @@ def evaluate(base_model: str, adapter_dir: str | None, data_dir: str | Path, out
             "base_accuracy": summarize([r["base"] for r in general])["accuracy"],
             "fine_tuned_accuracy": summarize([r["fine_tuned"] for r in general])["accuracy"] if adapter_dir else None,
         },
+        # Your questions that a training question rewords: they measure recall of that row, not knowledge.
+        "questions_seen_in_training": {"n": sum(r["seen_in_training"] for r in yours), "of": len(yours)},
         # Whether BM25 found the chunk a generated pair came from: separates retrieval misses from reading errors.
         "retrieval": {"top_k": top_k, "n": len(with_source),
                       "hit_rate": _mean([r["chunk_id"] in r["retrieved"] for r in with_source])},
@@ -249,6 +257,14 @@ def _verdict(result: dict | None) -> str:
     return f"{mark} {_cell(result['answer'])}"
 
 
+def seen_warning(summary: dict) -> list[str]:
+    seen = summary["questions_seen_in_training"]
+    if not seen["n"]:
+        return []
+    return [f"Warning: {seen['n']} of your {seen['of']} questions nearly repeat a training question (marked "
+            "`seen_in_training` in eval.json): for them, fine-tuned accuracy measures recall of that row."]
+
+
 def markdown_report(summary: dict, records: list[dict]) -> str:
     lines = ["# Evaluation", "", "| accuracy | " + " | ".join(LABELS.values()) + " |", "|---|---|---|---|"]
     for label, accs in _accuracy_rows(summary).items():
@@ -257,6 +273,7 @@ def markdown_report(summary: dict, records: list[dict]) -> str:
         "",
         "✓ correct, ✗ wrong, ? no verdict, — not run. "
         "General-knowledge questions check forgetting (closed book only).",
+        *seen_warning(summary),
         "", "| # | set | question | reference | base | fine-tuned | in-context |", "|---|---|---|---|---|---|---|",
     ]
     for i, r in enumerate(records, 1):

@@ -16,6 +16,7 @@ from collections import Counter
 from rapidfuzz import fuzz, process
 
 NEAR_DUPLICATE = 92  # rapidfuzz ratio (0-100) of two normalised question + answer texts
+SEEN_QUESTION = 85  # ratio at which a training question counts as a rewording of an evaluation question
 MIN_SUPPORT = 0.5  # share of the answer's new content words that must occur in the chunk
 _STOP = set("""a an the and or but of in on at to for from by with as is are was were be been being it its this that
     these those there their they them he she his her we you i do does did not no yes can may must will would should
@@ -40,6 +41,16 @@ def drop_reason(question: str, answer: str, chunk_text: str) -> str | None:
     if len(new & _content(chunk_text)) < MIN_SUPPORT * len(new):
         return "unsupported"
     return None
+
+
+def seen_in_training(questions: list[str], training_questions: list[str]) -> list[bool]:
+    """For each evaluation question, whether a training question is (nearly) the same text: a question the
+    model was trained on measures recall of that row, not knowledge, and must be reported or removed."""
+    if not questions or not training_questions:
+        return [False] * len(questions)
+    scores = process.cdist([_norm(q) for q in questions], [_norm(t) for t in training_questions],
+                           scorer=fuzz.ratio, score_cutoff=SEEN_QUESTION, workers=1)
+    return [bool(row.any()) for row in scores]
 
 
 def filter_pairs(pairs: list[dict], chunk_texts: dict[str, str]) -> tuple[list[dict], Counter]:

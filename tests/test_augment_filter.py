@@ -4,7 +4,7 @@ from collections import Counter
 import pytest
 
 from memorize.augment import KINDS, augment_chunks, find_spans
-from memorize.filtering import drop_reason, filter_pairs
+from memorize.filtering import drop_reason, filter_pairs, seen_in_training
 
 CONTEXT = "The rules of the Saltmere Lantern Regatta"
 CHUNK = {
@@ -98,3 +98,11 @@ def test_replay_plan_makes_up_the_asked_share_of_turns():
     assert plan_replay(prompts, train, 0.0) == []
     with pytest.raises(ValueError, match="replay_ratio"):
         plan_replay(prompts, train, 1.0)
+
+
+def test_questions_seen_in_training_are_found_despite_case_and_punctuation():
+    training = ["What colour is the wax on Moonwell bottles?", "Who is the Treasurer?"]
+    asked = ["what colour is the wax on moonwell bottles", "Which colour of wax seals the bottles leaving the cellar?",
+             "Who is the treasurer of the Cooperative, according to the charter?"]
+    assert seen_in_training(asked, training) == [True, False, False]
+    assert seen_in_training(asked, []) == [False, False, False] and seen_in_training([], training) == []

@@ -190,6 +190,7 @@ def test_evaluate_writes_reports(small_model, adapter_dir, data_dir, tmp_path):
     general = [r["fine_tuned"]["correct"] for r in records if r["set"] == "general"]
     assert forgetting["fine_tuned_accuracy"] == pytest.approx(sum(general) / len(general))
     assert saved["retrieval"] == {"top_k": 3, "n": 2, "hit_rate": 1.0}
+    assert saved["questions_seen_in_training"] == {"n": 0, "of": 2}  # the Kettle buoy is not the Heron buoy
 
     assert len(records) == 4 + forgetting["n"]
     assert all(("in_context" in r) == (r["set"] != "general") for r in records)
