@@ -30,7 +30,7 @@ from tasks.augment import augment_task
 from tasks.caching import DEFAULT_CACHE_DIR, cached, result_storage
 from tasks.chunk import chunk_task
 from tasks.extract import extract_task
-from tasks.generate import generate_batch_task, generation_key
+from tasks.generate import STOPPING, generate_batch_task, generation_key
 
 
 def _extract_and_chunk(documents: list[str], chunk_tokens: int, overlap: int, storage, failures: list):
@@ -151,17 +151,22 @@ def build_dataset(
     todo = [i for i in range(len(plan)) if i not in results]
     failed_calls = 0
     endpoint_model = None
+    embedded = bool(todo) and base_url is None
+    if embedded:
+        # The embedded server generates one reply at a time on a CPU; more requests in flight
+        # only queue and then time out.
+        concurrency, request_timeout = min(concurrency, 2), max(request_timeout, 900.0)
     with ExitStack() as stack:
-        if todo and base_url is None:
+        # Entered before the server, so left after it: on Ctrl-C the server stops first, its requests in
+        # flight fail at once, and the runner's shutdown does not wait for them to finish generating.
+        runner = stack.enter_context(ThreadPoolTaskRunner(max_workers=max(1, concurrency)))
+        stack.callback(STOPPING.clear)
+        if embedded:
             endpoint_model = resolve_model(model)
             base_url = stack.enter_context(serve(endpoint_model, out_dir / "logs" / "generator-server.log"))
-            # The embedded server generates one reply at a time on a CPU; more requests in flight
-            # only queue and then time out.
-            concurrency, request_timeout = min(concurrency, 2), max(request_timeout, 900.0)
             logger.info(f"serving {endpoint_model} at {base_url} (concurrency {concurrency})")
         task = generate_batch_task.with_options(
             retries=retries, retry_delay_seconds=[retry_delay * 2**k for k in range(max(retries, 1))])
-        runner = stack.enter_context(ThreadPoolTaskRunner(max_workers=max(1, concurrency)))
         futures = {}
         for b, batch in enumerate(batches(todo, concurrency)):
             reqs = [{"key": keys[i], "messages": plan[i].messages, "temperature": plan[i].temperature,
@@ -174,7 +179,12 @@ def build_dataset(
         progress_id = create_progress_artifact(0.0, key="build-dataset-progress", description="LLM requests done")
         bar = tqdm(total=len(todo), desc="generating QA", unit="req", disable=not progress)
         done = 0
-        for fut in as_completed(list(futures)):
+        try:
+            finished = list(as_completed(list(futures)))
+        except BaseException:
+            STOPPING.set()  # interrupted: no retries while the stack (server, then runner) unwinds
+            raise
+        for fut in finished:
             batch = futures[fut]
             try:
                 out = fut.result()

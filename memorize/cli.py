@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
 
 from memorize import DEFAULT_CACHE_DIR, recipe
@@ -315,6 +316,10 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
     from memorize.models import ModelLoadError
 
+    def stop(signum, frame):  # SIGTERM (kill, a supervisor) unwinds like Ctrl-C: servers stopped, caches kept
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, stop)
     try:
         return args.func(args)
     except ModelLoadError as exc:
@@ -323,6 +328,8 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted; completed LLM calls are cached, re-run the same command to continue", file=sys.stderr)
         return 130
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@ moment it succeeds; a task run handles a batch of requests, so that Prefect's pe
 paid per batch rather than per request (on 2 cores it, not the LLM, was the bottleneck)."""
 from __future__ import annotations
 
+import threading
 from contextlib import nullcontext
 
 from prefect import task
@@ -21,7 +22,14 @@ def generation_key(messages: list[dict], model: str, temperature: float, max_tok
     return content_key("generate", PROMPT_VERSION, model, temperature, max_tokens, messages)
 
 
+# Set when the run is being interrupted (Ctrl-C, SIGTERM): a request that fails then is not retried, so
+# the exit does not wait out a retry schedule against a generator that is shutting down.
+STOPPING = threading.Event()
+
+
 def _retry_transient(task, task_run, state) -> bool:
+    if STOPPING.is_set():
+        return False
     try:
         state.result()
     except Exception as exc:  # the failed state re-raises the task's exception
