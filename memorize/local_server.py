@@ -35,8 +35,12 @@ def free_port() -> int:
 
 
 @contextmanager
-def serve(model_dir: str, log_path: Path, startup_timeout: float = 300.0):
-    """Start the server, wait until the model answers, yield its base URL, stop it at exit."""
+def serve(model_dir: str, log_path: Path, startup_timeout: float = 300.0, threads: int | None = None,
+          continuous_batching: bool = False):
+    """Start the server, wait until the model answers, yield its base URL, stop it at exit.
+
+    threads: torch's intra-op threads in the server (OMP_NUM_THREADS); None leaves torch's default.
+    continuous_batching: requests in flight share forward passes (`--continuous-batching`)."""
     port = free_port()
     exe = Path(sys.executable).with_name("transformers")
     # `--device auto` (the default) ran 10-20x slower than `--device cpu` on a CPU-only machine.
@@ -44,10 +48,11 @@ def serve(model_dir: str, log_path: Path, startup_timeout: float = 300.0):
 
     device = "auto" if torch.cuda.is_available() else "cpu"
     cmd = [str(exe) if exe.exists() else "transformers", "serve", model_dir, "--host", "127.0.0.1", "--port", str(port),
-           "--device", device]
+           "--device", device, *(["--continuous-batching"] if continuous_batching else [])]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", **({"OMP_NUM_THREADS": str(threads)} if threads else {})}
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "ab") as log:
-        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "HF_HUB_OFFLINE": "1"},
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env,
                                 preexec_fn=_die_with_parent if sys.platform == "linux" else None)
     base_url = f"http://127.0.0.1:{port}/v1"
     try:
