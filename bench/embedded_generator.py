@@ -47,12 +47,10 @@ def measure(model: str, threads: int, batching: bool, busy: bool, args) -> dict:
                 replies.append(r)
 
             started = time.perf_counter()
-            with ThreadPoolExecutor(8) as pool:
-                futures = [pool.submit(ask, r) for r in plan]
-                wait(futures, timeout=args.seconds)
-                elapsed = time.perf_counter() - started
-                for f in futures:
-                    f.cancel()
+            pool = ThreadPoolExecutor(8)
+            wait([pool.submit(ask, r) for r in plan], timeout=args.seconds)
+            elapsed = time.perf_counter() - started
+            pool.shutdown(wait=False, cancel_futures=True)  # stopping the server ends what is still in flight
     finally:
         if hog:
             hog.kill()
