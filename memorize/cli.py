@@ -7,6 +7,7 @@ import json
 import os
 import signal
 import sys
+from pathlib import Path
 
 from memorize import DEFAULT_CACHE_DIR, recipe
 
@@ -194,8 +195,6 @@ def cmd_serve(a: argparse.Namespace) -> int:
 
 
 def cmd_watch(a: argparse.Namespace) -> int:
-    from pathlib import Path
-
     from memorize.watch import Watcher
 
     if not os.environ.get("PREFECT_API_URL"):
@@ -220,6 +219,100 @@ def cmd_deploy(a: argparse.Namespace) -> int:
     for name, ident in deploy(a.cpu_pool, a.gpu_pool, a.cron, defaults).items():
         print(f"deployed {name} ({ident})")
     return 0
+
+
+# Sections of a --config file and the option groups they fill; other options may stand at the top level.
+SECTIONS = {"generation": "question generation", "training": "fine-tuning", "evaluation": "evaluation"}
+
+
+CONFIGURABLE = ("dataset", "train", "eval", "run")  # the commands that take --config and write config.yaml
+
+
+class ConfigError(ValueError):
+    pass
+
+
+def _groups(parser: argparse.ArgumentParser) -> dict[str, list[argparse.Action]]:
+    """{section or "": the parser's actions in it} ("" = options outside the three groups)."""
+    by_title = {g.title: g._group_actions for g in parser._action_groups}
+    inside = {a for section, title in SECTIONS.items() for a in by_title.get(title, [])}
+    out = {section: by_title[title] for section, title in SECTIONS.items() if title in by_title}
+    out[""] = [a for a in parser._actions if a not in inside and a.dest not in ("help", "config", "func", "command")]
+    return out
+
+
+def _coerce(action: argparse.Action, value, where: str):
+    """A YAML value checked as the flag would check it: its type, a list where the flag takes several."""
+    many = action.nargs in ("+", "*")
+    values = value if isinstance(value, list) else [value]
+    if isinstance(value, list) and not many:
+        raise ConfigError(f"{where}: expected one value, got a list")
+    if isinstance(action, (argparse._StoreTrueAction, argparse.BooleanOptionalAction)):
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where}: expected true or false, got {value!r}")
+        return value
+    try:
+        converted = [v if action.type is None else action.type(v) for v in values]
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"{where}: {value!r} is not a valid {getattr(action.type, '__name__', 'value')}") from exc
+    if action.choices is not None and any(v not in action.choices for v in converted):
+        raise ConfigError(f"{where}: {value!r} is not one of {', '.join(map(str, action.choices))}")
+    return converted if many else converted[0]
+
+
+def apply_config(parser: argparse.ArgumentParser, path: str, command: str, other_commands=()) -> None:
+    """Make the file's settings the parser's defaults, so flags given on the command line override them.
+    Sections the command has no use for are ignored, and so are top-level settings that only
+    `other_commands` (parsers) take: one file serves dataset, train, eval and run."""
+    import yaml
+
+    try:
+        data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise ConfigError(f"{path}: cannot read the config file ({exc})") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping with sections {', '.join(SECTIONS)}")
+    groups = _groups(parser)
+    everywhere = {a.dest for other in other_commands for a in other._actions}
+    for section, settings in data.items():
+        if section not in SECTIONS:
+            settings, section = {section: settings}, ""  # a top-level option such as out or context
+        elif section not in groups:
+            continue
+        if not isinstance(settings, dict):
+            raise ConfigError(f"{path}: section {section!r} must be a mapping of setting: value")
+        actions = {a.dest: a for a in (groups[section] if section else parser._actions)}
+        for key, value in settings.items():
+            where = f"{path}: {section + '.' if section else ''}{key}"
+            action = actions.get(key.replace("-", "_"))
+            if action is None:
+                if section or key.replace("-", "_") not in everywhere:
+                    known = ", ".join(sorted(d for d in actions if d not in ("help", "func")))
+                    raise ConfigError(f"{where}: unknown setting for `memorize {command}` (known: {known})")
+                continue
+            action.default = _coerce(action, value, where)
+            action.required = False
+            if action.nargs == "+":  # documents given in the file need not be repeated on the command line
+                action.nargs = "*"
+
+
+def effective_config(parser: argparse.ArgumentParser, args: argparse.Namespace) -> dict:
+    """The settings a run used, in the --config layout (written as config.yaml beside its outputs)."""
+    out: dict = {}
+    for section, actions in _groups(parser).items():
+        values = {a.dest: getattr(args, a.dest) for a in actions if hasattr(args, a.dest)}
+        if section:
+            out[section] = values
+        else:
+            out.update(values)
+    return out
+
+
+def _write_config(path: Path, config: dict) -> None:
+    import yaml
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -304,11 +397,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--base-url", help="default LLM endpoint for those runs, also used by change-triggered runs")
     p.add_argument("--model", help="default model name at --base-url")
     p.set_defaults(func=cmd_deploy)
+    for name in CONFIGURABLE:
+        sub.choices[name].add_argument(
+            "--config", metavar="FILE", help="YAML settings: sections generation, training, evaluation (names as the "
+            "flags', e.g. learning_rate) and top-level options such as out; flags given here override the file")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    commands = parser._subparsers._group_actions[0].choices
+    argv = sys.argv[1:] if argv is None else argv
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--config")
+    config = pre.parse_known_args(argv)[0].config
+    command = next((a for a in argv if a in commands), None)
+    if config and command in CONFIGURABLE:
+        try:  # before parsing: the file may hold required settings (documents, --context)
+            apply_config(commands[command], config, command, [commands[c] for c in CONFIGURABLE])
+        except ConfigError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+    args = parser.parse_args(argv)
+    if args.command in CONFIGURABLE and not getattr(args, "dry_run", False):
+        _write_config(Path(args.out) / "config.yaml", effective_config(commands[args.command], args))
     # The temporary Prefect server would try to send telemetry, which fails (and logs errors) offline.
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     # The temporary server takes 13-18 s to start on an idle 2-core machine; Prefect gives up after 20 s,

@@ -1,0 +1,61 @@
+"""`--config FILE`: a YAML file of settings for dataset/train/eval/run, flags override it, and every run
+writes the settings it used to OUT/config.yaml."""
+import json
+
+import pytest
+import yaml
+
+from memorize.cli import main
+from memorize.testing import FakeLLM
+
+DOC = "The Quillmoor ferry leaves Pier Nine at 7:40. Its captain is Orla Venn. The fare is four crowns.\n"
+
+
+@pytest.fixture
+def setup(tmp_path):
+    doc = tmp_path / "ferry.md"
+    doc.write_text(DOC)
+    config = tmp_path / "c.yaml"
+    config.write_text(yaml.safe_dump({
+        "documents": [str(doc)], "context": "Rules of the Quillmoor ferry", "out": str(tmp_path / "out"),
+        "generation": {"temperatures": 2, "augment": ["span"], "cache-dir": str(tmp_path / "cache")},
+        "training": {"learning_rate": 0.002},  # for `train` and `run`; `dataset` ignores the section
+    }))
+    return config, tmp_path
+
+
+def test_dry_run_honours_the_file_and_a_flag_overrides_it(prefect_server, setup, capsys):
+    config, tmp_path = setup
+    with FakeLLM() as llm:
+        endpoint = ["--base-url", llm.base_url, "--model", "fake-model", "--dry-run"]
+        assert main(["dataset", "--config", str(config), *endpoint]) == 0
+        from_file = json.loads(capsys.readouterr().out)
+        assert main(["dataset", "--config", str(config), *endpoint, "--temperatures", "1"]) == 0
+        overridden = json.loads(capsys.readouterr().out)
+        assert llm.requests == 0
+    assert from_file["requests"] == 2 * overridden["requests"] > 0  # one chunk, 2 temperatures vs 1
+    assert not (tmp_path / "out").exists()  # a dry run writes nothing
+
+
+def test_a_run_writes_its_effective_config(prefect_server, setup, capsys):
+    config, tmp_path = setup
+    assert main(["dataset", "--config", str(config), "--temperatures", "0"]) == 0
+    written = yaml.safe_load((tmp_path / "out" / "config.yaml").read_text())
+    assert written["generation"]["temperatures"] == 0 and written["generation"]["augment"] == ["span"]
+    assert written["out"] == str(tmp_path / "out")
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert set(report["pairs_by_origin"]) == {"augment:span"} and report["llm_calls"] == 0  # the file's choice
+
+
+@pytest.mark.parametrize("bad, message", [
+    ({"generation": {"temprature": 2}}, "generation.temprature: unknown setting for `memorize dataset`"),
+    ({"generation": {"temperatures": "many"}}, "generation.temperatures: 'many' is not a valid int"),
+    ({"colour": "blue"}, "colour: unknown setting"),
+    ({"generation": {"dry_run": "yes"}}, "expected true or false"),
+])
+def test_bad_settings_name_the_file_and_the_key(setup, capsys, bad, message):
+    config, tmp_path = setup
+    config.write_text(yaml.safe_dump({"documents": ["x.md"], "context": "c", "out": "o", **bad}))
+    assert main(["dataset", "--config", str(config)]) == 2
+    err = capsys.readouterr().err
+    assert str(config) in err and message in err
