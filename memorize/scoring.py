@@ -4,6 +4,7 @@ from __future__ import annotations
 import re
 import string
 from collections import Counter
+from functools import lru_cache
 
 # Without `must` or a judge, a question counts as correct when answer_f1 >= this (method "f1").
 # A rough proxy, for when nothing better is available.
@@ -52,14 +53,19 @@ def _words(text: str) -> list[str]:
     return re.findall(r"\w+", text.lower())
 
 
-def _lcs_length(a: list[str], b: list[str]) -> int:
-    prev = [0] * (len(b) + 1)
-    for x in a:
-        cur = [0]
-        for j, y in enumerate(b):
-            cur.append(prev[j] + 1 if x == y else max(prev[j + 1], cur[j]))
-        prev = cur
-    return prev[-1]
+class _Words:
+    """rouge-score's own tokenizer keeps only [a-z0-9]: every accented or non-Latin word would vanish."""
+
+    @staticmethod
+    def tokenize(text: str) -> list[str]:
+        return _words(text)
+
+
+@lru_cache(maxsize=1)
+def _rouge():
+    from rouge_score.rouge_scorer import RougeScorer
+
+    return RougeScorer(["rougeL"], tokenizer=_Words())
 
 
 def _f_measure(overlap: int, n_pred: int, n_ref: int) -> float:
@@ -72,9 +78,10 @@ def _f_measure(overlap: int, n_pred: int, n_ref: int) -> float:
 
 
 def rouge_l(pred: str, ref: str) -> float:
-    """ROUGE-L F1: longest common subsequence of lowercase word tokens."""
-    p, r = _words(pred), _words(ref)
-    return _f_measure(_lcs_length(p, r), len(p), len(r))
+    """ROUGE-L F1 (rouge-score): longest common subsequence of lowercase word tokens."""
+    if not _words(pred) and not _words(ref):
+        return 1.0  # nothing expected, nothing said
+    return _rouge().score(ref, pred)["rougeL"].fmeasure
 
 
 def _squad_tokens(text: str) -> list[str]:
