@@ -9,8 +9,10 @@ from memorize.hub import HubError, hub_token
 def dataset_card(repo_id: str, report: dict, settings: dict) -> str:
     docs = "\n".join(f"- `{Path(d).name}`" for d in report.get("documents", []))
     lines = "\n".join(f"| {k} | {v} |" for k, v in settings.items())
+    from huggingface_hub import DatasetCardData
+
     return f"""---
-tags: [memorize, synthetic, question-answering]
+{DatasetCardData(tags=["memorize", "synthetic", "question-answering"]).to_yaml()}
 ---
 # {repo_id}
 

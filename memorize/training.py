@@ -402,11 +402,12 @@ def _plot(path: Path, history: dict) -> None:
 
 def model_card(config: TrainConfig, metrics: dict, eval_results: dict | None = None) -> str:
     """README.md for the Hub: base model, data, hyperparameters, losses and optional evaluation results."""
-    base_is_local = Path(config.base_model).exists()
-    front = ["---", "library_name: peft", "tags: [memorize, lora, sft, trl]"]
-    if not base_is_local:  # the Hub checks that base_model names a Hub repo
-        front.insert(1, f"base_model: {config.base_model}")
-    front.append("---")
+    from huggingface_hub import ModelCardData
+
+    # The Hub checks that base_model names a Hub repo: a local folder is left out.
+    data = ModelCardData(library_name="peft", tags=["memorize", "lora", "sft", "trl"],
+                         base_model=None if Path(config.base_model).exists() else config.base_model)
+    front = ["---", data.to_yaml(), "---"]
     hp = metrics["hyperparameters"]
     keys = ("lora_r", "lora_alpha", "lora_dropout", "target_modules", "qlora", "learning_rate", "epochs",
             "batch_size", "grad_accum", "lr_scheduler", "max_length", "neftune_alpha", "seed")
