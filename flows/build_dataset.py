@@ -11,6 +11,7 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_progress_artifact, create_table_artifact, update_progress_artifact
 from prefect.futures import as_completed
 from prefect.task_runners import ThreadPoolTaskRunner
+from prefect.tasks import exponential_backoff
 from tqdm import tqdm
 
 from memorize import recipe
@@ -166,7 +167,7 @@ def build_dataset(
             base_url = stack.enter_context(serve(endpoint_model, out_dir / "logs" / "generator-server.log"))
             logger.info(f"serving {endpoint_model} at {base_url} (concurrency {concurrency})")
         task = generate_batch_task.with_options(
-            retries=retries, retry_delay_seconds=[retry_delay * 2**k for k in range(max(retries, 1))])
+            retries=retries, retry_delay_seconds=exponential_backoff(backoff_factor=retry_delay))
         futures = {}
         for b, batch in enumerate(batches(todo, concurrency)):
             reqs = [{"key": keys[i], "messages": plan[i].messages, "temperature": plan[i].temperature,
