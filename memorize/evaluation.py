@@ -258,8 +258,8 @@ def _verdict(result: dict | None) -> str:
 
 
 def seen_warning(summary: dict) -> list[str]:
-    seen = summary["questions_seen_in_training"]
-    if not seen["n"]:
+    seen = summary.get("questions_seen_in_training")  # absent from summaries of earlier versions
+    if not seen or not seen["n"]:
         return []
     return [f"Warning: {seen['n']} of your {seen['of']} questions nearly repeat a training question (marked "
             "`seen_in_training` in eval.json): for them, fine-tuned accuracy measures recall of that row."]

@@ -1,5 +1,6 @@
 """A small OpenAI-compatible HTTP server for tests and benchmarks: deterministic replies derived
-from the prompt, a fixed delay, and injectable faults (429, 500, timeouts, unparseable text).
+from the prompt (or scripted ones), a fixed delay, and injectable faults (429, 500, timeouts,
+unparseable text).
 It stands in for the network boundary only; everything on our side of it is real."""
 from __future__ import annotations
 
@@ -24,10 +25,14 @@ def deterministic_reply(prompt: str) -> str:
 
 
 class FakeLLM:
-    def __init__(self, delay: float = 0.0, garbage_when: str | None = None):
+    def __init__(self, delay: float = 0.0, garbage_when: str | None = None, default_reply: str | None = None):
         self.delay = delay
         self.garbage_when = garbage_when  # prompts containing this always get an unparseable reply
-        self.faults: deque[str] = deque()  # consumed one per request: "429", "500", "timeout", "garbage"
+        self.default_reply = default_reply  # instead of QA pairs from the prompt (e.g. "Yes" for a judge)
+        self.replies: list[str] = []  # scripted reply texts, consumed first, one per answered request
+        self.bodies: list[dict] = []  # every request body received
+        # Consumed one per request: "429", "500", "timeout", "garbage"; anything else ("ok") is no fault.
+        self.faults: deque[str] = deque()
         self.requests = 0  # every request received, faults included
         self.served = 0  # successful completions
         self.lock = threading.Lock()
@@ -49,9 +54,11 @@ class FakeLLM:
             def log_message(self, *args):
                 pass
 
-            def _send(self, status: int, body: dict | str):
+            def _send(self, status: int, body: dict | str, headers: dict | None = None):
                 data = (json.dumps(body) if isinstance(body, dict) else body).encode()
                 self.send_response(status)
+                for name, value in (headers or {}).items():
+                    self.send_header(name, value)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
@@ -67,19 +74,27 @@ class FakeLLM:
                 req = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
                 with fake.lock:
                     fake.requests += 1
+                    fake.bodies.append(req)
                     fault = fake.faults.popleft() if fake.faults else None
                 prompt = req["messages"][-1]["content"]
                 if fault == "429":
-                    return self._send(429, {"error": {"message": "rate limited", "type": "rate_limit"}})
+                    # as OpenAI does, with a retry hint (10 ms) that the openai client honours
+                    return self._send(429, {"error": {"message": "rate limited", "type": "rate_limit"}},
+                                      {"retry-after-ms": "10"})
                 if fault == "500":
                     return self._send(500, {"error": {"message": "boom", "type": "server_error"}})
                 if fault == "timeout":
                     time.sleep(3.0)
                 time.sleep(fake.delay)
                 garbage = fault == "garbage" or (fake.garbage_when and fake.garbage_when in prompt)
-                text = "I cannot help with that." if garbage else deterministic_reply(prompt)
                 with fake.lock:
                     fake.served += 1
+                    if garbage:
+                        text = "I cannot help with that."
+                    elif fake.replies:
+                        text = fake.replies.pop(0)
+                    else:
+                        text = fake.default_reply or deterministic_reply(prompt)
                 self._send(200, {
                     "id": "cmpl-fake", "object": "chat.completion", "created": int(time.time()), "model": req["model"],
                     "choices": [{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": text}}],

@@ -1,61 +1,26 @@
 import json
 import re
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
 from memorize.evaluation import SYSTEMS, evaluate, markdown_report
 from memorize.scoring import LLMJudge
-
-# --- an OpenAI-compatible chat server on 127.0.0.1 that replies from a script ------------------
-
-
-class _ChatHandler(BaseHTTPRequestHandler):
-    def do_POST(self):
-        if self.path != "/v1/chat/completions":
-            self.send_error(404)
-            return
-        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-        self.server.requests.append(body)
-        if getattr(self.server, "fail_pattern", None) and self.server.fail_pattern[len(self.server.requests) % 10]:
-            self.send_response(429)  # rate limited; the client may retry after 10 ms
-            self.send_header("retry-after-ms", "10")
-            self.send_header("Content-Length", "0")
-            self.end_headers()
-            return
-        text = self.server.replies.pop(0) if self.server.replies else "Yes"
-        payload = json.dumps({
-            "id": "chatcmpl-test", "object": "chat.completion", "created": 0, "model": body["model"],
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
-            "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
-        }).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(payload)))
-        self.end_headers()
-        self.wfile.write(payload)
-
-    def log_message(self, *args):
-        pass
+from memorize.testing import FakeLLM
 
 
 @pytest.fixture(scope="module")
 def chat_server():
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _ChatHandler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield server
-    server.shutdown()
-    server.server_close()
+    """An OpenAI-compatible endpoint on loopback that answers "Yes" unless replies are scripted."""
+    with FakeLLM(default_reply="Yes") as llm:
+        yield llm
 
 
 @pytest.fixture
 def judge(chat_server):
     from openai import OpenAI
 
-    chat_server.replies, chat_server.requests = [], []
-    client = OpenAI(base_url=f"http://127.0.0.1:{chat_server.server_port}/v1", api_key="test", max_retries=0)
+    chat_server.replies, chat_server.bodies = [], []
+    client = OpenAI(base_url=chat_server.base_url, api_key="test", max_retries=0)
     return LLMJudge(client, "judge-model")
 
 
@@ -63,17 +28,17 @@ def test_judge_gets_a_verdict_for_every_answer_from_an_endpoint_failing_30_perce
     from memorize.llm import client_for
     from tasks.evaluate import JUDGE_RETRIES
 
-    chat_server.replies, chat_server.requests = [], []
-    chat_server.fail_pattern = [i in (1, 4, 7) for i in range(10)]  # 3 of every 10 requests answer 429
+    chat_server.replies, chat_server.bodies = [], []
+    chat_server.inject(*("429" if i % 10 in (1, 4, 7) else "ok" for i in range(100)))  # 3 of every 10 answer 429
     try:
-        client = client_for(f"http://127.0.0.1:{chat_server.server_port}/v1", "NO_SUCH_KEY_VARIABLE",
+        client = client_for(chat_server.base_url, "NO_SUCH_KEY_VARIABLE",
                             max_retries=JUDGE_RETRIES)  # as the evaluate task builds it
         judge = LLMJudge(client, "judge-model")
         verdicts = [judge(f"Question {i}?", "Reference.", "Answer.") for i in range(20)]
     finally:
-        chat_server.fail_pattern = None
+        chat_server.faults.clear()
     assert verdicts == [True] * 20
-    assert len(chat_server.requests) > 25  # the failures happened and were retried
+    assert len(chat_server.bodies) > 25  # the failures happened and were retried
 
 
 @pytest.mark.parametrize(
@@ -88,13 +53,13 @@ def test_judge_gets_a_verdict_for_every_answer_from_an_endpoint_failing_30_perce
 def test_llm_judge_over_http(judge, chat_server, replies, verdict, n_requests):
     chat_server.replies = list(replies)
     assert judge("What year?", "It was 1887.", "In 1887.") is verdict
-    assert len(chat_server.requests) == n_requests
-    first = chat_server.requests[0]
+    assert len(chat_server.bodies) == n_requests
+    first = chat_server.bodies[0]
     assert first["model"] == "judge-model" and first["temperature"] == 0 and first["max_tokens"] <= 16
     prompt = first["messages"][-1]["content"]
     assert "What year?" in prompt and "It was 1887." in prompt and "In 1887." in prompt
     if n_requests > 1:  # a retry shows the model its unusable reply and asks again
-        assert chat_server.requests[1]["messages"][-2] == {"role": "assistant", "content": replies[0]}
+        assert chat_server.bodies[1]["messages"][-2] == {"role": "assistant", "content": replies[0]}
 
 
 def test_markdown_report_escapes_cells():
@@ -211,7 +176,7 @@ def test_evaluate_without_adapter_uses_the_judge(small_model, data_dir, tmp_path
     assert summary["fine_tuned"] is None
     assert summary["forgetting"] == {"n": 0, "base_accuracy": None, "fine_tuned_accuracy": None}
     # Generated test pairs have no `must`, so the judge decides them; the user's questions use `must`.
-    assert len(chat_server.requests) == 4  # 2 test pairs x (base, in_context)
+    assert len(chat_server.bodies) == 4  # 2 test pairs x (base, in_context)
     assert summary["base"]["test_split"]["methods"] == {"judge": 2}
     assert summary["base"]["test_split"]["accuracy"] == 0.0
     assert summary["in_context"]["test_split"]["accuracy"] == 1.0
