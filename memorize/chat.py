@@ -33,7 +33,9 @@ class ChatModel:
         else:
             raise ModelLoadError(f"{root}: no adapter (adapter/adapter_config.json) and no model (config.json) found; "
                                  "pass the output folder of `memorize train` or its adapter/ or merged/ folder")
-        self.name = root.resolve().name
+        # `run` writes OUT/model/adapter: name it after OUT, not after the generic folder.
+        path = root.resolve()
+        self.name = path.parent.name if path.name in ("model", "adapter", "merged") else path.name
         self.base_name = None if base is None else Path(base).name or base
 
     def reply(self, messages: list[dict], max_new_tokens: int = 256, temperature: float = 0.0,
