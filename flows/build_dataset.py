@@ -83,6 +83,11 @@ def _summary_markdown(report: dict) -> str:
             f"\n\nFailures:\n{fails}\n")
 
 
+# One torch thread for the embedded generator: 2 threads were only ~20 % faster on an idle 2-core machine
+# (3.8 vs 3.2 tokens/s, bench/embedded_generator.py) but ~10x slower as soon as another process took a core.
+EMBEDDED_THREADS = 1
+
+
 @flow(name="build-dataset")
 def build_dataset(
     documents: list[str],
@@ -164,7 +169,8 @@ def build_dataset(
         stack.callback(STOPPING.clear)
         if embedded:
             endpoint_model = resolve_model(model)
-            base_url = stack.enter_context(serve(endpoint_model, out_dir / "logs" / "generator-server.log"))
+            base_url = stack.enter_context(serve(endpoint_model, out_dir / "logs" / "generator-server.log",
+                                                 threads=EMBEDDED_THREADS))
             logger.info(f"serving {endpoint_model} at {base_url} (concurrency {concurrency})")
         task = generate_batch_task.with_options(
             retries=retries, retry_delay_seconds=exponential_backoff(backoff_factor=retry_delay))
