@@ -186,29 +186,28 @@ def build_dataset(
         progress_id = create_progress_artifact(0.0, key="build-dataset-progress", description="LLM requests done")
         bar = tqdm(total=len(todo), desc="generating QA", unit="req", disable=not progress)
         done = 0
-        try:
-            finished = list(as_completed(list(futures)))
+        try:  # KeyboardInterrupt (Ctrl-C, or SIGTERM via the CLI) is not an Exception: it passes the handler below
+            for fut in as_completed(list(futures)):
+                batch = futures[fut]
+                try:
+                    out = fut.result()
+                    errors = out["failures"]
+                    results.update({i: out["generations"][keys[i]] for i in batch if keys[i] in out["generations"]})
+                except Exception as exc:  # retries exhausted: every unfinished request of the batch failed
+                    errors = {keys[i]: (f"{type(exc).__name__}: {exc}", 0) for i in batch}
+                for i in batch:
+                    if keys[i] in errors and i not in results:
+                        reason, calls = errors[keys[i]]
+                        failed_calls += calls
+                        r = plan[i]
+                        failures.append({"file": r.chunk.source, "chunk": r.chunk.chunk_id, "temperature": r.temperature,
+                                         "style": r.style, "stage": "generate", "reason": reason})
+                done += len(batch)
+                bar.update(len(batch))
+                update_progress_artifact(progress_id, 100.0 * done / len(todo))
         except BaseException:
             STOPPING.set()  # interrupted: no retries while the stack (server, then runner) unwinds
             raise
-        for fut in finished:
-            batch = futures[fut]
-            try:
-                out = fut.result()
-                errors = out["failures"]
-                results.update({i: out["generations"][keys[i]] for i in batch if keys[i] in out["generations"]})
-            except Exception as exc:  # retries exhausted: every unfinished request of the batch failed
-                errors = {keys[i]: (f"{type(exc).__name__}: {exc}", 0) for i in batch}
-            for i in batch:
-                if keys[i] in errors and i not in results:
-                    reason, calls = errors[keys[i]]
-                    failed_calls += calls
-                    r = plan[i]
-                    failures.append({"file": r.chunk.source, "chunk": r.chunk.chunk_id, "temperature": r.temperature,
-                                     "style": r.style, "stage": "generate", "reason": reason})
-            done += len(batch)
-            bar.update(len(batch))
-            update_progress_artifact(progress_id, 100.0 * done / len(todo))
         bar.close()
 
     generated = [p for i in sorted(results) for p in _record_pairs(plan[i], results[i], test_ratio, seed)]
