@@ -428,20 +428,29 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
     from memorize.models import ModelLoadError
 
-    def stop(signum, frame):  # SIGTERM (kill, a supervisor) unwinds like Ctrl-C: servers stopped, caches kept
+    def stop(signum, frame):
+        """Ctrl-C and SIGTERM: stop local generator servers and retries at once, then unwind (caches kept).
+        Stopping first matters: a KeyboardInterrupt landing inside Prefect's waiting code can be absorbed,
+        and the run would then wait for requests in flight."""
+        from memorize.local_server import stop_servers
+        from tasks.generate import STOPPING
+
+        STOPPING.set()
+        stop_servers()
         raise KeyboardInterrupt
 
-    previous = signal.signal(signal.SIGTERM, stop)
+    previous = {s: signal.signal(s, stop) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
         return args.func(args)
     except ModelLoadError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("interrupted; completed LLM calls are cached, re-run the same command to continue", file=sys.stderr)
+        print("interrupted; what was finished is kept (cached LLM calls, written files): re-run the same command to continue", file=sys.stderr)
         return 130
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for s, handler in previous.items():
+            signal.signal(s, handler)
 
 
 if __name__ == "__main__":

@@ -16,6 +16,16 @@ class ServerError(RuntimeError):
     pass
 
 
+_running: set[subprocess.Popen] = set()  # servers started by `serve` and not yet stopped
+
+
+def stop_servers() -> None:
+    """Terminate every running server now, without waiting: called from a signal handler, so that an
+    interrupted run's requests in flight fail at once wherever the interrupt lands."""
+    for proc in list(_running):
+        proc.terminate()
+
+
 def _die_with_parent() -> None:
     """In the child before exec: Linux sends it SIGTERM when the parent dies, even by kill -9, so no
     orphaned server keeps a core busy (other systems: the normal stop in `serve` only)."""
@@ -54,6 +64,7 @@ def serve(model_dir: str, log_path: Path, startup_timeout: float = 300.0, thread
     with open(log_path, "ab") as log:
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env,
                                 preexec_fn=_die_with_parent if sys.platform == "linux" else None)
+    _running.add(proc)
     base_url = f"http://127.0.0.1:{port}/v1"
     try:
         deadline = time.monotonic() + startup_timeout
@@ -70,6 +81,7 @@ def serve(model_dir: str, log_path: Path, startup_timeout: float = 300.0, thread
             time.sleep(0.5)
         yield base_url
     finally:
+        _running.discard(proc)
         proc.terminate()
         try:
             proc.wait(timeout=5)  # it stops in ~1 s when idle; mid-generation it may not listen
