@@ -21,7 +21,7 @@ from memorize.extract import ExtractionError, find_documents
 from memorize.filtering import filter_pairs
 from memorize.llm import DEFAULT_API_KEY_ENV, Generation
 from memorize.local_model import DEFAULT_MODEL_NAME, resolve_model
-from memorize.local_server import serve
+from memorize.local_server import STOPPING, serve
 from memorize.plan import Request, estimate, plan_requests
 from memorize.hub import HubError
 from memorize.publish import dataset_card, push_dataset
@@ -31,7 +31,7 @@ from tasks.augment import augment_task
 from tasks.caching import DEFAULT_CACHE_DIR, cached, result_storage
 from tasks.chunk import chunk_task
 from tasks.extract import extract_task
-from tasks.generate import STOPPING, generate_batch_task, generation_key
+from tasks.generate import generate_batch_task, generation_key
 
 
 def _extract_and_chunk(documents: list[str], chunk_tokens: int, overlap: int, storage, failures: list):

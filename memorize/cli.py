@@ -432,8 +432,7 @@ def main(argv: list[str] | None = None) -> int:
         """Ctrl-C and SIGTERM: stop local generator servers and retries at once, then unwind (caches kept).
         Stopping first matters: a KeyboardInterrupt landing inside Prefect's waiting code can be absorbed,
         and the run would then wait for requests in flight."""
-        from memorize.local_server import stop_servers
-        from tasks.generate import STOPPING
+        from memorize.local_server import STOPPING, stop_servers
 
         STOPPING.set()
         stop_servers()

@@ -5,6 +5,7 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -17,6 +18,9 @@ class ServerError(RuntimeError):
 
 
 _running: set[subprocess.Popen] = set()  # servers started by `serve` and not yet stopped
+# Set when the run is being interrupted (Ctrl-C, SIGTERM): a request that fails then is not retried, so
+# the exit does not wait out a retry schedule against a generator that is shutting down.
+STOPPING = threading.Event()
 
 
 def stop_servers() -> None:

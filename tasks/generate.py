@@ -3,7 +3,6 @@ moment it succeeds; a task run handles a batch of requests, so that Prefect's pe
 paid per batch rather than per request (on 2 cores it, not the LLM, was the bottleneck)."""
 from __future__ import annotations
 
-import threading
 from contextlib import nullcontext
 
 from prefect import task
@@ -12,6 +11,7 @@ from prefect.results import ResultStore
 from prefect.tasks import exponential_backoff
 
 from memorize.llm import client_for, generate_pairs, is_transient
+from memorize.local_server import STOPPING
 from memorize.qa_parse import ParseError
 from memorize.qa_prompt import PROMPT_VERSION
 from tasks.caching import cached, content_key
@@ -20,11 +20,6 @@ from tasks.caching import cached, content_key
 def generation_key(messages: list[dict], model: str, temperature: float, max_tokens: int) -> str:
     """The rendered prompt holds the chunk text, the context, the style and the pair count."""
     return content_key("generate", PROMPT_VERSION, model, temperature, max_tokens, messages)
-
-
-# Set when the run is being interrupted (Ctrl-C, SIGTERM): a request that fails then is not retried, so
-# the exit does not wait out a retry schedule against a generator that is shutting down.
-STOPPING = threading.Event()
 
 
 def _retry_transient(task, task_run, state) -> bool:
