@@ -29,6 +29,7 @@ from memorize.extract import extract  # noqa: E402
 from memorize.llm import client_for, generate_pairs  # noqa: E402
 from memorize.plan import plan_requests  # noqa: E402
 from memorize.qa_prompt import temperatures as temperature_range  # noqa: E402
+from memorize.settings import GenerationSettings  # noqa: E402
 
 CONTEXT = "Operating manual of the fictional Brindle Canal lock system"
 
@@ -52,15 +53,17 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="memorize-bench-"))
     doc = work / "manual.txt"
     write_document(doc, args.chunks)
-    params = dict(documents=[str(doc)], context=CONTEXT, model="bench", chunk_tokens=200, chunk_overlap=0,
-                  temperatures=args.temperatures, concurrency=args.concurrency, progress=False)
+    settings = dict(model="bench", chunk_tokens=200, chunk_overlap=0, temperatures=args.temperatures,
+                    concurrency=args.concurrency)
     # The endpoint runs in its own process, as a real one would: in ours it would compete for the GIL.
     server = subprocess.Popen([sys.executable, "-m", "memorize.testing", "--delay", str(args.delay)],
                               stdout=subprocess.PIPE, text=True)
     base_url = server.stdout.readline().strip()
+    params = dict(documents=[str(doc)], context=CONTEXT, settings=GenerationSettings(**settings, base_url=base_url),
+                  progress=False)
     try:
         # Start Prefect's server (temporary unless PREFECT_API_URL is set) before any timing.
-        build_dataset(**params, base_url=base_url, out=str(work / "warmup"), cache_dir=str(work / "c0"), dry_run=True)
+        build_dataset(**params, out=str(work / "warmup"), cache_dir=str(work / "c0"), dry_run=True)
 
         chunks = chunk_document(extract(doc), max_tokens=200, overlap=0)
         plan = plan_requests(chunks, CONTEXT, temperature_range(args.temperatures), ["mixed"])
@@ -77,10 +80,10 @@ def main() -> None:
         threads = time.perf_counter() - t
 
         t = time.perf_counter()
-        cold_report = build_dataset(**params, base_url=base_url, out=str(work / "out"), cache_dir=str(work / "cache"))
+        cold_report = build_dataset(**params, out=str(work / "out"), cache_dir=str(work / "cache"))
         cold = time.perf_counter() - t
         t = time.perf_counter()
-        warm_report = build_dataset(**params, base_url=base_url, out=str(work / "out"), cache_dir=str(work / "cache"))
+        warm_report = build_dataset(**params, out=str(work / "out"), cache_dir=str(work / "cache"))
         warm = time.perf_counter() - t
         assert warm_report["llm_calls"] == 0, "warm re-run made LLM calls"
     finally:

@@ -13,6 +13,8 @@ Configurations (data -> training):
   strong-ppr5         ... five question/answer pairs per training row (the old default; now 1)
   strong-no-select    ... keeping the last epoch, not the best on held-out QA
   strong-e5           ... 5 epochs (the epoch kept is chosen by held-out QA accuracy, as always)
+  --train KEY=VALUE   any training setting for the configurations of one run, e.g. `--configs strong
+                      --train epochs=4 replay_ratio=0.4`: the row is named "strong epochs=4 replay_ratio=0.4"
   augment             no LLM at all: the teacher-free augmentations only (`memorize dataset --temperatures 0`)
   augment-no-KIND     ... without one default augmentation kind (passage, span, reverse); augment+cloze: with cloze
   embedded            `memorize run` defaults: the embedded SmolLM2-135M generator at 3 temperatures +
@@ -35,13 +37,13 @@ from pathlib import Path
 
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("DO_NOT_TRACK", "1")
-os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")  # see memorize.cli.main
+os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")  # see flows.cli.main
 
-from memorize import recipe  # noqa: E402
 from memorize.dataset import DEFAULT_TEST_RATIO, assign_split, ensure_test_pair, read_jsonl, write_dataset  # noqa: E402
 from memorize.evaluation import evaluate, load_questions  # noqa: E402
 from memorize.filtering import seen_in_training  # noqa: E402
 from memorize.local_model import resolve_model  # noqa: E402
+from memorize.settings import GenerationSettings, TrainSettings  # noqa: E402
 from memorize.training import TrainConfig, train  # noqa: E402
 
 HERE = Path(__file__).parent
@@ -49,6 +51,7 @@ DOC = HERE / "data" / "moonwell_charter.md"
 QUESTIONS = HERE / "data" / "moonwell_questions.jsonl"
 REFERENCE = HERE / "data" / "moonwell_reference_pairs.jsonl"
 CONTEXT = "The charter of the Moonwell Honey and Cider Cooperative"
+DEFAULTS = GenerationSettings()
 OLD_DEFAULTS = {"learning_rate": 1e-4, "epochs": 1.0, "lora_r": 16, "lora_alpha": 32, "replay_ratio": 0.0,
                 "select_epoch": False}
 
@@ -60,7 +63,7 @@ def decontaminate(qa: list[dict], held_out: list[str]) -> tuple[list[dict], int]
 
 
 def _pairs_per_row(name: str) -> int:
-    return 5 if name in ("strong-old", "strong-ppr5") else recipe.PAIRS_PER_ROW
+    return 5 if name in ("strong-old", "strong-ppr5") else DEFAULTS.pairs_per_row
 
 
 def _build(name: str, data: Path, args, held_out: list[str]) -> dict:
@@ -72,10 +75,11 @@ def _build(name: str, data: Path, args, held_out: list[str]) -> dict:
         qa = [{**r, "split": assign_split(r["question"], r["answer"], DEFAULT_TEST_RATIO)} for r in read_jsonl(REFERENCE)]
     else:
         generate = name.startswith("embedded")
-        kinds = [] if name == "embedded-no-augment" else [k for k in recipe.AUGMENT if name != f"augment-no-{k}"]
+        kinds = [] if name == "embedded-no-augment" else [k for k in DEFAULTS.augment if name != f"augment-no-{k}"]
         kinds += ["cloze"] if name == "augment+cloze" else []
-        build_dataset(documents=[str(DOC)], context=CONTEXT, out=str(data), base_url=args.base_url, model=args.model,
-                      temperatures=(1 if name == "embedded-t1" else 3) if generate else 0, augment=kinds,
+        settings = GenerationSettings(base_url=args.base_url, model=args.model, augment=kinds,
+                                      temperatures=(1 if name == "embedded-t1" else 3) if generate else 0)
+        build_dataset(documents=[str(DOC)], context=CONTEXT, out=str(data), settings=settings,
                       cache_dir=str(Path(args.out) / "cache"), progress=False)
         qa = read_jsonl(data / "qa.jsonl")
     qa, removed = decontaminate(qa, held_out)
@@ -102,10 +106,16 @@ def _accuracy(section: dict | None, kind: str | None = None):
     return None if s is None else (s["accuracy"], s["n"])
 
 
+def _label(name: str, args) -> str:
+    """The configuration's name in the table, with any --train overrides."""
+    return name + "".join(f" {k}={v}" for k, v in args.train.items())
+
+
 def run(name: str, args, base_model: str, held_out: list[str]) -> dict:
-    out = Path(args.out) / name
+    label = _label(name, args)
+    out = Path(args.out) / label.replace(" ", "_")
     data = out / "data"
-    row = {"config": name, **_build(name, data, args, held_out)}
+    row = {"config": label, **_build(name, data, args, held_out)}
     _chunks_for_in_context(data)
     overrides = dict(OLD_DEFAULTS) if name == "strong-old" else {}
     if name == "strong-no-replay":
@@ -116,6 +126,7 @@ def run(name: str, args, base_model: str, held_out: list[str]) -> dict:
         overrides["epochs"] = 5.0
     if name == "strong-batch8":
         overrides["batch_size"] = 8
+    overrides.update(args.train)
     config = TrainConfig(base_model=base_model, data_dir=str(data), output_dir=str(out / "model"), **overrides)
     started = time.perf_counter()
     result = train(config, progress=False)
@@ -175,7 +186,7 @@ def table(rows: list[dict]) -> str:
 
 
 CONFIGS = ["strong-old", "strong", "strong-no-replay", "strong-batch8", "strong-ppr5", "strong-no-select", "strong-e5", "augment", "augment+cloze",
-           *[f"augment-no-{k}" for k in recipe.AUGMENT], "embedded", "embedded-t1", "embedded-no-augment"]
+           *[f"augment-no-{k}" for k in DEFAULTS.augment], "embedded", "embedded-t1", "embedded-no-augment"]
 
 
 def main() -> None:
@@ -185,13 +196,21 @@ def main() -> None:
     ap.add_argument("--base-model", help="model to fine-tune (default: the embedded SmolLM2-135M-Instruct)")
     ap.add_argument("--base-url", help="generator endpoint for the embedded-* configurations (default: embedded model)")
     ap.add_argument("--model", help="generator model name at --base-url")
+    ap.add_argument("--train", nargs="+", default=[], metavar="KEY=VALUE",
+                    help="training settings for every configuration of this run, e.g. epochs=4 replay_ratio=0.4 "
+                         "(memorize.settings.TrainSettings); the table names them beside the configuration")
     args = ap.parse_args()
+    try:
+        args.train = dict(kv.split("=", 1) for kv in args.train)
+        TrainSettings(**args.train)  # names and values checked before hours of training
+    except ValueError as exc:
+        ap.error(f"--train: {exc}")
     base_model = resolve_model(args.base_model)
     held_out = [q["question"] for q in load_questions(QUESTIONS)]
     summary_path = Path(args.out) / "summary.json"
     # Configurations measured by an earlier run into the same OUT stay in the table unless re-run.
     rows = [r for r in (json.loads(summary_path.read_text()) if summary_path.exists() else [])
-            if r["config"] not in args.configs]
+            if r["config"] not in {_label(n, args) for n in args.configs}]
     for name in args.configs:
         started = time.perf_counter()
         rows.append({**run(name, args, base_model, held_out), "minutes": (time.perf_counter() - started) / 60})

@@ -38,25 +38,26 @@ def change_trigger() -> DeploymentEventTrigger:
             "context": "{{ event.payload.context }}",
             "out": "{{ event.payload.out }}",
             "cache_dir": "{{ event.payload.cache_dir }}",
-        },  # the endpoint (base_url, model) comes from the deployment's default parameters
+        },  # the endpoint (settings.base_url, .model) comes from the deployment's default parameters
     )
 
 
 def deploy(cpu_pool: str = "cpu", gpu_pool: str = "gpu", cron: str = "0 3 * * *",
-           defaults: dict | None = None) -> dict[str, str]:
-    """Create or update the four deployments; returns {deployment name: id}. `defaults` are
-    default parameters for build-dataset (and memorize), used by the schedule and the UI form."""
+           defaults: dict | None = None, endpoint: dict | None = None) -> dict[str, str]:
+    """Create or update the four deployments; returns {deployment name: id}. `defaults` (documents,
+    context, out) and `endpoint` (the generation settings base_url, model) become default parameters of
+    build-dataset and memorize, used by the schedule, the change trigger and the UI form."""
     pools = {"cpu": cpu_pool, "gpu": gpu_pool}
     ids = {}
     for name, (entrypoint, role) in FLOWS.items():
         flow = Flow.from_source(source=str(REPO), entrypoint=entrypoint)
         extra = {}
+        if name in ("build-dataset", "memorize"):
+            section = "settings" if name == "build-dataset" else "generation"
+            extra = dict(parameters={**(defaults or {}), **({section: endpoint} if endpoint else {})})
         if name == "build-dataset":
             # The regeneration schedule is off until someone turns it on in the UI or CLI.
-            extra = dict(schedules=[Cron(cron, active=False)], triggers=[change_trigger()],
-                         parameters=defaults or {}, concurrency_limit=1)
-        elif name == "memorize":
-            extra = dict(parameters=defaults or {})
+            extra.update(schedules=[Cron(cron, active=False)], triggers=[change_trigger()], concurrency_limit=1)
         ids[f"{name}/{pools[role]}"] = str(flow.deploy(
             name=pools[role], work_pool_name=pools[role], build=False, push=False, print_next_steps=False,
             description=(flow.description or "").strip().splitlines()[0] if flow.description else None,

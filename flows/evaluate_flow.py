@@ -6,10 +6,10 @@ from pathlib import Path
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
-from memorize.evaluation import SYSTEMS, seen_warning, pct
-from memorize.llm import DEFAULT_API_KEY_ENV
+from memorize.evaluation import SYSTEMS, pct, seen_warning
 from memorize.local_model import resolve_model
-from tasks.caching import DEFAULT_CACHE_DIR
+from memorize.settings import EvalSettings
+from memorize import DEFAULT_CACHE_DIR
 from tasks.evaluate import evaluate_task
 
 def accuracy_lines(summary: dict) -> list[str]:
@@ -34,24 +34,16 @@ def evaluate_flow(
     out: str,
     adapter_dir: str | None = None,
     base_model: str | None = None,
-    questions: str | None = None,
-    judge_base_url: str | None = None,
-    judge_model: str | None = None,
-    judge_api_key_env: str = DEFAULT_API_KEY_ENV,
-    top_k: int = 3,
-    max_test_questions: int = 50,
-    batch_size: int = 8,
-    include_general: bool = True,
-    cache_dir: str = DEFAULT_CACHE_DIR,
+    settings: EvalSettings = EvalSettings(),
     chat_template: str | None = None,
+    cache_dir: str = DEFAULT_CACHE_DIR,
     progress: bool = True,
 ) -> dict:
     """Answer the held-out generated questions and your question file with the base model, the
     fine-tuned adapter and the base model given the top-k retrieved chunks; write eval.json,
     eval.md and accuracy.png to OUT. chat_template: the one training used, for models without one."""
-    summary = evaluate_task(resolve_model(base_model), adapter_dir, data_dir, out, questions, judge_base_url,
-                            judge_model, judge_api_key_env, top_k, max_test_questions, batch_size,
-                            include_general, progress, str(Path(cache_dir) / "answers" / "base.json"), chat_template)
+    summary = evaluate_task(resolve_model(base_model), adapter_dir, data_dir, out, settings, progress,
+                            str(Path(cache_dir) / "answers" / "base.json"), chat_template)
     table = [{"system": s, "accuracy": pct(summary[s] and summary[s]["accuracy"]),
               "n": summary[s] and summary[s]["n"]} for s in SYSTEMS]
     create_table_artifact(key="evaluation-accuracy", table=table, description="closed-book accuracy")

@@ -6,10 +6,11 @@ from pathlib import Path
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_link_artifact, create_markdown_artifact
 
-from memorize import recipe
 from memorize.local_model import resolve_model
-from memorize.training import DEFAULT_TARGET_MODULES, TrainConfig
-from tasks.caching import DEFAULT_CACHE_DIR, result_storage
+from memorize.settings import TrainSettings
+from memorize.training import TrainConfig
+from memorize import DEFAULT_CACHE_DIR
+from tasks.caching import result_storage
 from tasks.train import train_task
 
 
@@ -45,41 +46,15 @@ def finetune(
     data_dir: str,
     output_dir: str,
     base_model: str | None = None,
-    qlora: bool = False,
-    lora_r: int = 16,
-    lora_alpha: int = 32,
-    lora_dropout: float = 0.05,
-    target_modules: list[str] = list(DEFAULT_TARGET_MODULES),
-    learning_rate: float = recipe.LEARNING_RATE,
-    epochs: float = recipe.EPOCHS,
-    batch_size: int = 1,
-    grad_accum: int = 1,
-    lr_scheduler: str = "cosine",
-    max_length: int = 512,
-    neftune_alpha: float | None = None,
-    gradient_checkpointing: bool = False,
-    chat_template: str | None = None,
-    replay_ratio: float = recipe.REPLAY_RATIO,
-    replay_prompts: str | None = None,
-    select_epoch: bool = True,
-    merge: bool = False,
-    max_steps: int = -1,
-    hub_repo: str | None = None,
-    public: bool = False,
+    settings: TrainSettings = TrainSettings(),
     cache_dir: str = DEFAULT_CACHE_DIR,
     progress: bool = True,
 ) -> dict:
-    """Fine-tune a LoRA adapter on DATA_DIR/{train,test}.jsonl. With select_epoch, the adapter kept is the
-    epoch's that answers the test split's questions best."""
+    """Fine-tune a LoRA adapter on DATA_DIR/{train,test}.jsonl. With settings.select_epoch, the adapter kept is
+    the epoch's that answers the test split's questions best."""
     require_shared_path(Path(data_dir) / "train.jsonl", "training data")
-    config = TrainConfig(
-        base_model=resolve_model(base_model), data_dir=data_dir, output_dir=output_dir, lora_r=lora_r,
-        lora_alpha=lora_alpha, lora_dropout=lora_dropout, target_modules=list(target_modules), qlora=qlora,
-        learning_rate=learning_rate, epochs=epochs, batch_size=batch_size, grad_accum=grad_accum,
-        lr_scheduler=lr_scheduler, max_length=max_length, neftune_alpha=neftune_alpha,
-        gradient_checkpointing=gradient_checkpointing, chat_template=chat_template, merge=merge,
-        replay_ratio=replay_ratio, replay_prompts=replay_prompts, select_epoch=select_epoch,
-        max_steps=max_steps, hub_repo=hub_repo, hub_public=public)
+    config = TrainConfig(base_model=resolve_model(base_model), data_dir=data_dir, output_dir=output_dir,
+                         **settings.model_dump())
     # A cached result is only good while its adapter is still on disk.
     refresh = not (Path(output_dir) / "adapter" / "adapter_config.json").exists()
     summary = train_task.with_options(result_storage=result_storage(cache_dir), refresh_cache=refresh)(

@@ -5,17 +5,19 @@ from __future__ import annotations
 from pathlib import Path
 
 from prefect import flow, get_run_logger
+from pydantic import BaseModel
 from prefect.deployments import run_deployment
 
 from flows.build_dataset import build_dataset
-from memorize import recipe
 from flows.evaluate_flow import accuracy_lines, evaluate_flow
 from flows.finetune import SharedStorageError, finetune, require_shared_path
-from tasks.caching import DEFAULT_CACHE_DIR
+from memorize.settings import EvalSettings, GenerationSettings, TrainSettings
+from memorize import DEFAULT_CACHE_DIR
 
 
 def train_remotely(pool: str, parameters: dict) -> dict:
     """Run the `finetune/<pool>` deployment and wait; only paths cross between the flows."""
+    parameters = {k: v.model_dump() if isinstance(v, BaseModel) else v for k, v in parameters.items()}
     run = run_deployment(f"finetune/{pool}", parameters=parameters, timeout=None)
     if not run.state or not run.state.is_completed():
         raise RuntimeError(f"training run {run.name} on pool {pool!r} ended {run.state.name if run.state else 'without a state'}: "
@@ -33,35 +35,29 @@ def memorize_pipeline(
     documents: list[str],
     context: str,
     out: str,
-    questions: str | None = None,
     base_model: str | None = None,
-    base_url: str | None = None,
-    model: str | None = None,
-    temperatures: int = 3,
-    epochs: float = recipe.EPOCHS,
     train_on_pool: str | None = None,
-    dataset_options: dict = {},
-    train_options: dict = {},
-    eval_options: dict = {},
+    generation: GenerationSettings = GenerationSettings(),
+    training: TrainSettings = TrainSettings(),
+    evaluation: EvalSettings = EvalSettings(),
+    cache_dir: str = DEFAULT_CACHE_DIR,
 ) -> dict:
     """Documents -> QA dataset -> LoRA adapter -> evaluation under OUT/{data,model,eval}.
 
     train_on_pool: run training through the `finetune/<pool>` deployment (e.g. "gpu") instead of
-    in this process; its workers must see OUT on a shared filesystem. The *_options dicts pass
-    further parameters of the build-dataset, finetune and evaluate flows by name."""
+    in this process; its workers must see OUT on a shared filesystem."""
     out_dir = Path(out).resolve()
     data_dir, model_dir, eval_dir = out_dir / "data", out_dir / "model", out_dir / "eval"
-    dataset = build_dataset(documents=documents, context=context, out=str(data_dir), base_url=base_url,
-                            model=model, temperatures=temperatures, **dataset_options)
+    dataset = build_dataset(documents=documents, context=context, out=str(data_dir), settings=generation,
+                            cache_dir=cache_dir)
     if not dataset["train_rows"]:
         raise ValueError(f"no training data was generated (see {data_dir / 'report.json'}); nothing to fine-tune")
-    train_params = dict(data_dir=str(data_dir), output_dir=str(model_dir), base_model=base_model, epochs=epochs,
-                        **train_options)
+    train_params = dict(data_dir=str(data_dir), output_dir=str(model_dir), base_model=base_model, settings=training,
+                        cache_dir=cache_dir)
     trained = train_remotely(train_on_pool, train_params) if train_on_pool else finetune(**train_params)
     summary = evaluate_flow(data_dir=str(data_dir), out=str(eval_dir), adapter_dir=trained["adapter_dir"],
-                            base_model=base_model, questions=questions,
-                            chat_template=train_options.get("chat_template"),
-                            **{"cache_dir": dataset_options.get("cache_dir", DEFAULT_CACHE_DIR), **eval_options})
+                            base_model=base_model, settings=evaluation, chat_template=training.chat_template,
+                            cache_dir=cache_dir)
     logger = get_run_logger()
     for line in accuracy_lines(summary):
         logger.info(line)

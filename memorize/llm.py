@@ -10,8 +10,8 @@ import openai
 
 from memorize.qa_parse import ParseError, parse_pairs
 from memorize.qa_prompt import EXAMPLE_QUESTION
+from memorize.settings import DEFAULT_API_KEY_ENV
 
-DEFAULT_API_KEY_ENV = "OPENAI_API_KEY"
 _clients: dict[tuple, openai.OpenAI] = {}
 _clients_lock = threading.Lock()
 

@@ -11,18 +11,15 @@ import json
 import random
 import time
 import warnings
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from transformers import TrainerCallback
 
-from memorize import recipe
+from memorize.settings import TrainSettings
 from memorize.models import best_dtype, context_length, load_model, load_tokenizer, quantization_config
 
-# The attention and MLP projections of Llama-style models: what peft's "all-linear" picks there,
-# spelled out so the adapter config is explicit and works with vLLM's LoRA loader.
-DEFAULT_TARGET_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 IGNORE_INDEX = -100  # label value the loss skips
 SELECT_QUESTIONS = 32  # test-split questions answered at each epoch's end (~1 minute on 2 CPU cores for 135M)
 SELECT_MAX_NEW_TOKENS = 64
@@ -32,39 +29,12 @@ class TrainingInputError(ValueError):
     """A problem with the inputs, found before any training starts."""
 
 
-@dataclass
-class TrainConfig:
+class TrainConfig(TrainSettings):
+    """The training settings plus where the model, data and outputs are."""
+
     base_model: str  # local Hugging Face folder or Hub id
     data_dir: str
     output_dir: str
-    lora_r: int = 16
-    lora_alpha: int = 32
-    lora_dropout: float = 0.05
-    target_modules: list[str] = field(default_factory=lambda: list(DEFAULT_TARGET_MODULES))
-    qlora: bool = False
-    learning_rate: float = recipe.LEARNING_RATE
-    epochs: float = recipe.EPOCHS
-    batch_size: int = 1
-    grad_accum: int = 1
-    lr_scheduler: str = "cosine"
-    max_length: int = 512
-    neftune_alpha: float | None = None
-    gradient_checkpointing: bool = False
-    bf16: bool | None = None  # None: bf16 where the hardware supports it (models.best_dtype)
-    chat_template: str | None = None  # file or Jinja text, for models without one
-    merge: bool = False
-    seed: int = 42
-    eval_steps: int | None = None  # None: evaluate on the test split at the end of each epoch
-    # Keep the epoch whose adapter answers the test split's questions best (closed-book), not the last one;
-    # ignored when max_steps is set.
-    select_epoch: bool = True
-    max_steps: int = -1  # > 0 overrides epochs (short runs, tests)
-    logging_steps: int = 5
-    hub_repo: str | None = None
-    hub_public: bool = False
-    # Share of assistant turns that replay the base model's own answers to general prompts (memorize.replay).
-    replay_ratio: float = recipe.REPLAY_RATIO
-    replay_prompts: str | None = None  # JSONL of {"prompt"}; None: the shipped list
 
 
 @dataclass
@@ -331,7 +301,7 @@ def train(config: TrainConfig, progress: bool = True) -> TrainResult:
     metrics = {
         "base_model": config.base_model,
         "data_dir": config.data_dir,
-        "hyperparameters": asdict(config),
+        "hyperparameters": config.model_dump(),
         "dtype": str(_dtype(config)).removeprefix("torch."),
         **history,
         # The last logged loss; the run's mean when it ended before the first logging step.

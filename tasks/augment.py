@@ -2,7 +2,7 @@ from prefect import task
 
 from memorize.augment import AUGMENT_VERSION, augment_chunks
 from memorize.chunking import Chunk
-from tasks.caching import content_key
+from memorize import content_key
 
 
 @task(name="augment", persist_result=True,

@@ -1,25 +1,15 @@
 """Content-keyed caching shared by the pipeline's tasks.
 
-Keys are built from content (a file's hash, a chunk's text hash + prompt + model + temperature),
-never from Python object identity, and results persist in a project-local folder, so a re-run
-on unchanged inputs does no work and a killed run keeps every node it finished.
+Keys are built from content (memorize.content_key) and results persist in a project-local folder,
+so a re-run on unchanged inputs does no work and a killed run keeps every node it finished.
 """
 from __future__ import annotations
 
 import hashlib
-import json
 from pathlib import Path
 
 from prefect.filesystems import LocalFileSystem
 from prefect.results import ResultStore
-
-from memorize import DEFAULT_CACHE_DIR  # noqa: F401  (re-exported for the flows)
-
-
-
-def content_key(kind: str, *parts) -> str:
-    payload = json.dumps(parts, sort_keys=True, default=str, ensure_ascii=False)
-    return f"{kind}-{hashlib.sha256(payload.encode()).hexdigest()}"
 
 
 def result_storage(cache_dir: str | Path) -> LocalFileSystem:

@@ -2,7 +2,7 @@ from prefect import task
 
 from memorize.chunking import Chunk, chunk_document
 from memorize.extract import Document
-from tasks.caching import content_key
+from memorize import content_key
 
 CHUNK_VERSION = 3  # 2: chunks keep line breaks; 3: section labels
 

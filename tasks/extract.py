@@ -1,7 +1,7 @@
 from prefect import task
 
 from memorize.extract import Document, extract, file_sha256
-from tasks.caching import content_key
+from memorize import content_key
 
 EXTRACT_VERSION = 2  # 2: office/web formats, page labels
 

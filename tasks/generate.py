@@ -13,13 +13,7 @@ from prefect.tasks import exponential_backoff
 from memorize.llm import client_for, generate_pairs, is_transient
 from memorize.local_server import STOPPING
 from memorize.qa_parse import ParseError
-from memorize.qa_prompt import PROMPT_VERSION
-from tasks.caching import cached, content_key
-
-
-def generation_key(messages: list[dict], model: str, temperature: float, max_tokens: int) -> str:
-    """The rendered prompt holds the chunk text, the context, the style and the pair count."""
-    return content_key("generate", PROMPT_VERSION, model, temperature, max_tokens, messages)
+from tasks.caching import cached
 
 
 def _retry_transient(task, task_run, state) -> bool:

@@ -2,19 +2,18 @@
 run in another process or on another machine (a `gpu` work-pool worker)."""
 from __future__ import annotations
 
-from dataclasses import asdict
 from pathlib import Path
 
 from prefect import task
 
 from memorize.extract import file_sha256
 from memorize.training import TrainConfig, train
-from tasks.caching import content_key
+from memorize import content_key
 
 
 def training_key(config: TrainConfig) -> str:
     data = Path(config.data_dir)
-    return content_key("train", file_sha256(data / "train.jsonl"), file_sha256(data / "test.jsonl"), asdict(config))
+    return content_key("train", file_sha256(data / "train.jsonl"), file_sha256(data / "test.jsonl"), config.model_dump())
 
 
 def _summary(result) -> dict:

@@ -12,6 +12,7 @@ from office_docs import write_docx, write_html
 from pdfs import write_encrypted_pdf, write_pdf
 
 from flows.build_dataset import build_dataset
+from memorize.settings import GenerationSettings
 from memorize.testing import FakeLLM
 
 CONTEXT = "Rules of the fictional Quillmoor ferry service"
@@ -27,12 +28,12 @@ def docs(tmp_path):
     return d
 
 
-def _run(llm, docs, tmp_path, **kw):
-    params = dict(documents=[str(docs)], context=CONTEXT, out=str(tmp_path / "out"), base_url=llm.base_url,
-                  model="fake-model", cache_dir=str(tmp_path / "cache"), chunk_tokens=120, temperatures=2,
-                  retry_delay=0.05, progress=False)
-    params.update(kw)
-    return build_dataset(**params)
+def _run(llm, docs, tmp_path, dry_run=False, **settings):
+    settings = dict(base_url=llm.base_url, model="fake-model", chunk_tokens=120, temperatures=2, retry_delay=0.05,
+                    **settings)
+    return build_dataset(documents=[str(docs)], context=CONTEXT, out=str(tmp_path / "out"),
+                         settings=GenerationSettings(**settings), cache_dir=str(tmp_path / "cache"), dry_run=dry_run,
+                         progress=False)
 
 
 def test_rerun_makes_zero_calls_and_edit_regenerates_only_changed_chunks(prefect_server, docs, tmp_path):
@@ -135,7 +136,7 @@ def test_killed_run_keeps_completed_calls(prefect_server, docs, tmp_path):
     """The CLI is killed (SIGKILL) half way; the re-run only asks for what was not finished."""
     env = {**os.environ, "PREFECT_API_URL": prefect_server}
     with FakeLLM(delay=0.4) as llm:
-        cmd = [sys.executable, "-m", "memorize.cli", "dataset", str(docs), "--context", CONTEXT,
+        cmd = [sys.executable, "-m", "flows.cli", "dataset", str(docs), "--context", CONTEXT,
                "--out", str(tmp_path / "out"), "--base-url", llm.base_url, "--model", "fake-model",
                "--cache-dir", str(tmp_path / "cache"), "--chunk-tokens", "120", "--temperatures", "3", "--concurrency", "2"]
         proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
@@ -163,8 +164,8 @@ def test_embedded_default_serves_the_local_model_through_transformers_serve(pref
     doc = tmp_path / "bakery.md"
     doc.write_text("The Plumtree Bakery opens at six in the morning. Its owner is Marta Quell.\n")
     report = build_dataset(documents=[str(doc)], context="Facts about the fictional Plumtree Bakery",
-                           out=str(tmp_path / "out"), cache_dir=str(tmp_path / "cache"), temperatures=1,
-                           questions_per_chunk=2, progress=False)
+                           out=str(tmp_path / "out"), cache_dir=str(tmp_path / "cache"),
+                           settings=GenerationSettings(temperatures=1, questions_per_chunk=2), progress=False)
     assert report["llm_calls"] >= 1
     # A 135M model may not follow the format; the one request then ends as a named failure, never silently.
     parsed = report["pairs_by_origin"].get("llm", 0) > 0

@@ -8,7 +8,7 @@ import time
 import pytest
 
 from memorize.chat import ChatModel, chat_loop, create_app
-from memorize.cli import main
+from flows.cli import main
 from memorize.local_model import ensure_default_model
 from memorize.training import TrainConfig, train
 

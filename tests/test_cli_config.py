@@ -5,7 +5,7 @@ import json
 import pytest
 import yaml
 
-from memorize.cli import main
+from flows.cli import main
 from memorize.testing import FakeLLM
 
 DOC = "The Quillmoor ferry leaves Pier Nine at 7:40. Its captain is Orla Venn. The fare is four crowns.\n"
@@ -18,7 +18,8 @@ def setup(tmp_path):
     config = tmp_path / "c.yaml"
     config.write_text(yaml.safe_dump({
         "documents": [str(doc)], "context": "Rules of the Quillmoor ferry", "out": str(tmp_path / "out"),
-        "generation": {"temperatures": 2, "augment": ["span"], "cache-dir": str(tmp_path / "cache")},
+        "cache-dir": str(tmp_path / "cache"),
+        "generation": {"temperatures": 2, "augment": ["span"], "request_timeout": 30},
         "training": {"learning_rate": 0.002},  # for `train` and `run`; `dataset` ignores the section
     }))
     return config, tmp_path
@@ -42,6 +43,7 @@ def test_a_run_writes_its_effective_config(prefect_server, setup, capsys):
     assert main(["dataset", "--config", str(config), "--temperatures", "0"]) == 0
     written = yaml.safe_load((tmp_path / "out" / "config.yaml").read_text())
     assert written["generation"]["temperatures"] == 0 and written["generation"]["augment"] == ["span"]
+    assert written["generation"]["request_timeout"] == 30  # field names, not flag names (--timeout)
     assert written["out"] == str(tmp_path / "out")
     report = json.loads((tmp_path / "out" / "report.json").read_text())
     assert set(report["pairs_by_origin"]) == {"augment:span"} and report["llm_calls"] == 0  # the file's choice
@@ -51,7 +53,8 @@ def test_a_run_writes_its_effective_config(prefect_server, setup, capsys):
     ({"generation": {"temprature": 2}}, "generation.temprature: unknown setting for `memorize dataset`"),
     ({"generation": {"temperatures": "many"}}, "generation.temperatures: 'many' is not a valid int"),
     ({"colour": "blue"}, "colour: unknown setting"),
-    ({"generation": {"dry_run": "yes"}}, "expected true or false"),
+    ({"dry_run": "yes"}, "expected true or false"),
+    ({"generation": {"dry_run": True}}, "generation.dry_run: unknown setting"),  # a top-level option, not a setting
 ])
 def test_bad_settings_name_the_file_and_the_key(setup, capsys, bad, message):
     config, tmp_path = setup

@@ -13,6 +13,7 @@ import pytest
 from pdfs import write_pdf
 
 from memorize.local_server import free_port
+from memorize.settings import TrainSettings
 from memorize.testing import FakeLLM
 
 pytestmark = pytest.mark.slow
@@ -107,9 +108,16 @@ def test_schedule_exists_and_is_inactive(stack):
     assert [s["active"] for s in dep["schedules"]] == [False]
     assert dep["schedules"][0]["schedule"]["cron"] == "0 3 * * *"
     assert _deployment(stack, "finetune/gpu")["work_pool_name"] == "gpu"
-    # typed parameters give the UI a form
-    props = _deployment(stack, "finetune/gpu")["parameter_openapi_schema"]["properties"]
-    assert props["learning_rate"]["type"] == "number" and props["qlora"]["type"] == "boolean"
+    # typed parameters give the UI a form: every setting a typed field, no free-form dict anywhere
+    schema = _deployment(stack, "finetune/gpu")["parameter_openapi_schema"]
+    train = schema["definitions"]["TrainSettings"]["properties"]
+    assert train["learning_rate"]["type"] == "number" and train["qlora"]["type"] == "boolean"
+    assert train["learning_rate"]["default"] == TrainSettings().learning_rate
+    for name in ("build-dataset/cpu", "finetune/gpu", "evaluate/cpu", "memorize/cpu"):
+        schema = _deployment(stack, name)["parameter_openapi_schema"]
+        for model in [schema, *schema.get("definitions", {}).values()]:
+            for field, spec in model["properties"].items():
+                assert spec.get("type") != "object" or "properties" in spec, f"{name}: {field} is a free-form dict"
 
 
 def test_cli_deployment_run_and_change_event_regenerates_only_changed_chunks(stack):
@@ -145,10 +153,12 @@ def test_cli_deployment_run_and_change_event_regenerates_only_changed_chunks(sta
 def test_end_to_end_flow_sends_training_to_the_gpu_pool(stack):
     out = stack["root"] / "pipeline"
     params = {"documents": [str(stack["docs"])], "context": CONTEXT, "out": str(out), "train_on_pool": "gpu",
-              "temperatures": 1,
-              "dataset_options": {"cache_dir": str(stack["root"] / "cache2"), "chunk_tokens": 80, "test_ratio": 0.3},
-              "train_options": {"max_steps": 3, "max_length": 128, "replay_ratio": 0},
-              "eval_options": {"max_test_questions": 2, "include_general": False, "batch_size": 2}}
+              "cache_dir": str(stack["root"] / "cache2"),
+              # a section given here replaces the deployment's default one: the endpoint is repeated
+              "generation": {"base_url": stack["llm"].base_url, "model": "fake-model", "temperatures": 1,
+                             "chunk_tokens": 80, "test_ratio": 0.3},
+              "training": {"max_steps": 3, "max_length": 128, "replay_ratio": 0},
+              "evaluation": {"max_test_questions": 2, "include_general": False, "batch_size": 2}}
     stack["run"]("prefect", "deployment", "run", "memorize/cpu", "--params", json.dumps(params),
                  "--watch", "--watch-timeout", "500", timeout=560)
     train_runs = _flow_runs(stack, "finetune")

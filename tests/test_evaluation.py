@@ -187,7 +187,7 @@ def test_evaluate_without_adapter_uses_the_judge(small_model, data_dir, tmp_path
 def test_chat_template_given_to_eval_reaches_the_answering_model(prefect_server, tmp_path, monkeypatch):
     """A model trained with --chat-template must be asked in that same format at evaluation."""
     import tasks.evaluate
-    from memorize.cli import main
+    from flows.cli import main
 
     seen = {}
     monkeypatch.setattr(tasks.evaluate, "evaluate", lambda *a, **kw: seen.update(kw) or _empty_summary())

@@ -40,7 +40,7 @@ def test_interrupt_stops_the_generator_within_seconds(prefect_server, small_mode
     doc = tmp_path / "bakery.md"
     doc.write_text("The Plumtree Bakery opens at six in the morning. Its owner is Marta Quell. " * 20 + "\n")
     log = tmp_path / "out" / "logs" / "generator-server.log"
-    proc = subprocess.Popen([sys.executable, "-m", "memorize.cli", "dataset", str(doc), "--context", "A bakery",
+    proc = subprocess.Popen([sys.executable, "-m", "flows.cli", "dataset", str(doc), "--context", "A bakery",
                              "--out", str(tmp_path / "out"), "--cache-dir", str(tmp_path / "cache"),
                              "--temperatures", "3"], env={**os.environ, "PREFECT_API_URL": prefect_server},
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)

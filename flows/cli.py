@@ -9,7 +9,14 @@ import signal
 import sys
 from pathlib import Path
 
-from memorize import DEFAULT_CACHE_DIR, recipe
+from types import UnionType
+from typing import Union, get_args, get_origin
+
+from pydantic import ValidationError
+from pydantic.fields import FieldInfo
+
+from memorize import DEFAULT_CACHE_DIR
+from memorize.settings import EvalSettings, GenerationSettings, TrainSettings
 
 EPILOG = """Keys come from the environment only: the LLM endpoint's key from the variable named by
 --api-key-env (default OPENAI_API_KEY), the Hugging Face token from HF_TOKEN.
@@ -17,109 +24,68 @@ Without PREFECT_API_URL each command starts a temporary local Prefect server (~1
 point PREFECT_API_URL at `prefect server start` to see runs in the UI."""
 
 
-def _add_generation_args(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("question generation")
-    g.add_argument("documents", nargs="+", metavar="DOC_OR_DIR", help="PDF, text or Markdown files, or folders of them")
-    g.add_argument("--context", required=True, help='one sentence saying what the documents are, e.g. "International touch rugby rules"')
-    g.add_argument("--base-url", help="OpenAI-compatible endpoint (OpenAI, vLLM, Ollama, llama.cpp, transformers serve). "
-                   "Default: serve a small local model on loopback")
-    g.add_argument("--model", help="model name at the endpoint (required with --base-url)")
-    g.add_argument("--api-key-env", default="OPENAI_API_KEY", help="environment variable holding the endpoint's key (default %(default)s)")
-    g.add_argument("--temperatures", type=int, default=3, help="number of sampling temperatures, evenly spaced 0.01..1.2 (default %(default)s; practice used 9); "
-                   "0: no LLM at all, teacher-free augmentations only")
-    g.add_argument("--questions-per-chunk", type=int, help="pairs asked per request (default: one per 60 tokens of chunk)")
-    g.add_argument("--styles", nargs="+", default=["mixed"], help="question styles, one request each: mixed simple nuanced reversed (default mixed)")
-    g.add_argument("--augment", nargs="+", default=list(recipe.AUGMENT), metavar="KIND",
-                   help="teacher-free pairs built from the documents' own sentences: passage span reverse cloze, "
-                        "or none (default: %(default)s)")
-    g.add_argument("--chunk-tokens", type=int, default=500, help="chunk size in tokens (default %(default)s)")
-    g.add_argument("--chunk-overlap", type=int, default=40, help="overlap between chunks in tokens (default %(default)s)")
-    g.add_argument("--pairs-per-row", type=int, default=recipe.PAIRS_PER_ROW, help="question/answer pairs per chat row (default %(default)s)")
-    g.add_argument("--test-ratio", type=float, default=1 / 11, help="share of pairs held out for testing (default 1/11, about 10:1)")
-    g.add_argument("--seed", type=int, default=0)
-    g.add_argument("--concurrency", type=int, default=8, help="LLM requests in flight at once (default %(default)s)")
-    g.add_argument("--concurrency-limit", help="name of a Prefect global concurrency limit to share with other runs (opt-in)")
-    g.add_argument("--timeout", type=float, default=120.0, help="seconds per LLM request (default %(default)s)")
-    g.add_argument("--retries", type=int, default=4, help="retries on 429/5xx/timeouts/connection errors (default %(default)s)")
-    g.add_argument("--parse-attempts", type=int, default=3, help="times a request is asked when its reply cannot be parsed (default %(default)s)")
-    g.add_argument("--price-per-1k", type=float, default=0.0, help="price per 1K tokens for the cost estimate (default %(default)s)")
-    g.add_argument("--cache-dir", default=DEFAULT_CACHE_DIR, help="where cached results live (default %(default)s)")
-    g.add_argument("--hub-repo", help="push the dataset to this Hugging Face dataset repo (token from HF_TOKEN)")
-    g.add_argument("--public", action="store_true", help="make the pushed dataset public (default private)")
-    g.add_argument("--dry-run", action="store_true", help="print the request count and cost estimate, call nothing")
+# Sections of a --config file: the settings model of each, and its title in --help.
+SECTIONS = {"generation": (GenerationSettings, "question generation"), "training": (TrainSettings, "fine-tuning"),
+            "evaluation": (EvalSettings, "evaluation")}
 
 
-def _dataset_params(a: argparse.Namespace, out: str) -> dict:
-    return dict(documents=a.documents, context=a.context, out=out, base_url=a.base_url, model=a.model,
-                api_key_env=a.api_key_env, temperatures=a.temperatures, questions_per_chunk=a.questions_per_chunk,
-                styles=a.styles, augment=[] if a.augment == ["none"] else a.augment, chunk_tokens=a.chunk_tokens, chunk_overlap=a.chunk_overlap,
-                pairs_per_row=a.pairs_per_row, test_ratio=a.test_ratio, seed=a.seed, concurrency=a.concurrency,
-                concurrency_limit=a.concurrency_limit, request_timeout=a.timeout, retries=a.retries, parse_attempts=a.parse_attempts,
-                price_per_1k=a.price_per_1k, cache_dir=a.cache_dir, hub_repo=a.hub_repo, public=a.public,
-                dry_run=a.dry_run)
+def _dest(field: FieldInfo, name: str) -> str:
+    return (field.json_schema_extra or {}).get("flag", name)
+
+
+def add_settings(p: argparse.ArgumentParser, section: str) -> None:
+    """One flag per field of the section's settings model: type, default and help come from the field."""
+    model, title = SECTIONS[section]
+    g = p.add_argument_group(title)
+    for name, field in model.model_fields.items():
+        dest = _dest(field, name)
+        option = "--" + dest.replace("_", "-")
+        if option in p._option_string_actions:  # --public in `run`: the dataset's and the adapter's
+            continue
+        kind = field.annotation
+        if get_origin(kind) in (Union, UnionType):  # X | None: the flag takes an X
+            kind = next(t for t in get_args(kind) if t is not type(None))
+        kw = {"dest": dest, "default": field.default, "help": field.description.replace("%", "%%")}
+        if kind is bool:
+            kw["action"] = argparse.BooleanOptionalAction  # argparse shows the default itself
+        elif get_origin(kind) is list:
+            kw.update(nargs="+", metavar=(field.json_schema_extra or {}).get("metavar"),
+                      help=kw["help"] + " (default: %(default)s)")
+        else:
+            kw["type"] = kind
+            if field.default is not None:
+                kw["help"] += " (default: %(default).4g)" if kind is float else " (default: %(default)s)"
+        g.add_argument(option, **kw)
+
+
+def settings_from(args: argparse.Namespace, section: str):
+    """The section's settings model from parsed arguments (validated: ranges, styles, augmentation kinds)."""
+    model = SECTIONS[section][0]
+    return model(**{name: getattr(args, _dest(f, name)) for name, f in model.model_fields.items()})
+
+
+def _add_paths(p: argparse.ArgumentParser, out_help: str, documents: bool = False) -> None:
+    if documents:
+        p.add_argument("documents", nargs="+", metavar="DOC_OR_DIR",
+                       help="PDF, text, Markdown, office (docx pptx xlsx), HTML or EPUB files, or folders of them")
+        p.add_argument("--context", required=True,
+                       help='one sentence saying what the documents are, e.g. "International touch rugby rules"')
+    p.add_argument("--out", required=True, help=out_help)
+    p.add_argument("--cache-dir", default=DEFAULT_CACHE_DIR, help="where cached results live (default %(default)s)")
+
+
+def _add_base_model(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--base-model", help="model to fine-tune: local folder or Hub id (default: the embedded "
+                   "SmolLM2-135M-Instruct)")
 
 
 def cmd_dataset(a: argparse.Namespace) -> int:
     from flows.build_dataset import build_dataset
 
-    report = build_dataset(**_dataset_params(a, a.out))
+    report = build_dataset(documents=a.documents, context=a.context, out=a.out, settings=settings_from(a, "generation"),
+                           cache_dir=a.cache_dir, dry_run=a.dry_run)
     print(json.dumps({k: v for k, v in report.items() if k != "settings"}, indent=2))
     return 1 if report["failures"] else 0
-
-
-def _add_training_args(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("fine-tuning")
-    g.add_argument("--base-model", help="model to fine-tune: local folder or Hub id (default: the embedded SmolLM2-135M-Instruct)")
-    g.add_argument("--qlora", action="store_true", help="4-bit NF4 base weights + paged optimizer (needs CUDA)")
-    g.add_argument("--lora-r", type=int, default=16)
-    g.add_argument("--lora-alpha", type=int, default=32)
-    g.add_argument("--lora-dropout", type=float, default=0.05)
-    g.add_argument("--target-modules", nargs="+", help="LoRA target modules (default: attention and MLP projections)")
-    g.add_argument("--learning-rate", type=float, default=recipe.LEARNING_RATE, help="(default %(default)s)")
-    g.add_argument("--epochs", type=float, default=recipe.EPOCHS, help="(default %(default)s)")
-    g.add_argument("--batch-size", type=int, default=1, help="(default %(default)s: small batches memorize better)")
-    g.add_argument("--grad-accum", type=int, default=1)
-    g.add_argument("--max-length", type=int, default=512, help="tokens per training row (default %(default)s)")
-    g.add_argument("--neftune-alpha", type=float, help="NEFTune noise on embeddings (off by default)")
-    g.add_argument("--gradient-checkpointing", action="store_true")
-    g.add_argument("--chat-template", help="Jinja template (file or text) for tokenizers without one")
-    g.add_argument("--replay-ratio", type=float, default=recipe.REPLAY_RATIO, help="share of training turns replaying the base model's own "
-                   "answers to general prompts, against forgetting (default %(default)s; 0 turns it off)")
-    g.add_argument("--replay-prompts", help="JSONL of {\"prompt\": ...} general instructions for replay (default: the shipped list)")
-    g.add_argument("--select-epoch", action=argparse.BooleanOptionalAction, default=True,
-                   help="keep the epoch whose adapter answers the test split's questions best, closed-book (default on)")
-    g.add_argument("--merge", action="store_true", help="also save the adapter merged into a full model")
-    g.add_argument("--max-steps", type=int, default=-1, help="stop after this many steps (smoke tests)")
-    g.add_argument("--hub-model-repo", help="push the adapter with a model card to this Hub repo (token from HF_TOKEN)")
-    g.add_argument("--train-on-pool", metavar="POOL", help="run training through the finetune/POOL deployment (e.g. gpu)")
-
-
-def _training_params(a: argparse.Namespace) -> dict:
-    params = dict(qlora=a.qlora, lora_r=a.lora_r, lora_alpha=a.lora_alpha, lora_dropout=a.lora_dropout,
-                  learning_rate=a.learning_rate, batch_size=a.batch_size, grad_accum=a.grad_accum,
-                  max_length=a.max_length, neftune_alpha=a.neftune_alpha, gradient_checkpointing=a.gradient_checkpointing,
-                  chat_template=a.chat_template, replay_ratio=a.replay_ratio, replay_prompts=a.replay_prompts,
-                  select_epoch=a.select_epoch, merge=a.merge, max_steps=a.max_steps,
-                  hub_repo=a.hub_model_repo, public=a.public)
-    if a.target_modules:
-        params["target_modules"] = a.target_modules
-    return params
-
-
-def _add_eval_args(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("evaluation")
-    g.add_argument("--questions", help="your questions: JSONL or CSV with question, answer, optional must (list of alternative groups) and kind")
-    g.add_argument("--judge-base-url", help="OpenAI-compatible endpoint of an LLM judge for answers without `must` keys")
-    g.add_argument("--judge-model", help="model name of the judge")
-    g.add_argument("--judge-api-key-env", default="OPENAI_API_KEY", help="environment variable holding the judge's key")
-    g.add_argument("--top-k", type=int, default=3, help="chunks retrieved (BM25) for the in-context ceiling (default %(default)s)")
-    g.add_argument("--max-test-questions", type=int, default=50, help="held-out generated pairs to ask (default %(default)s)")
-    g.add_argument("--eval-batch-size", type=int, default=8)
-
-
-def _eval_params(a: argparse.Namespace) -> dict:
-    return dict(judge_base_url=a.judge_base_url, judge_model=a.judge_model, judge_api_key_env=a.judge_api_key_env, top_k=a.top_k,
-                max_test_questions=a.max_test_questions, batch_size=a.eval_batch_size)
 
 
 def _print_summary(summary: dict) -> None:
@@ -132,7 +98,8 @@ def cmd_train(a: argparse.Namespace) -> int:
     from flows.finetune import finetune
     from flows.pipeline import train_remotely
 
-    params = dict(data_dir=a.data_dir, output_dir=a.out, base_model=a.base_model, epochs=a.epochs, **_training_params(a))
+    params = dict(data_dir=a.data_dir, output_dir=a.out, base_model=a.base_model, settings=settings_from(a, "training"),
+                  cache_dir=a.cache_dir)
     result = train_remotely(a.train_on_pool, params) if a.train_on_pool else finetune(**params)
     print(json.dumps({k: v for k, v in result.items() if not k.endswith("losses")}, indent=2))
     return 0
@@ -142,7 +109,8 @@ def cmd_eval(a: argparse.Namespace) -> int:
     from flows.evaluate_flow import evaluate_flow
 
     summary = evaluate_flow(data_dir=a.data_dir, out=a.out, adapter_dir=a.adapter, base_model=a.base_model,
-                            questions=a.questions, chat_template=a.chat_template, **_eval_params(a))
+                            settings=settings_from(a, "evaluation"), chat_template=a.chat_template,
+                            cache_dir=a.cache_dir)
     _print_summary(summary)
     return 0
 
@@ -150,14 +118,10 @@ def cmd_eval(a: argparse.Namespace) -> int:
 def cmd_run(a: argparse.Namespace) -> int:
     from flows.pipeline import memorize_pipeline
 
-    dataset = _dataset_params(a, out="")
-    for key in ("documents", "context", "out", "base_url", "model", "temperatures"):
-        dataset.pop(key)
-    training = _training_params(a)
-    result = memorize_pipeline(documents=a.documents, context=a.context, out=a.out, questions=a.questions,
-                               base_model=a.base_model, base_url=a.base_url, model=a.model, temperatures=a.temperatures,
-                               epochs=a.epochs, train_on_pool=a.train_on_pool, dataset_options=dataset,
-                               train_options=training, eval_options=_eval_params(a))
+    result = memorize_pipeline(documents=a.documents, context=a.context, out=a.out, base_model=a.base_model,
+                               train_on_pool=a.train_on_pool, generation=settings_from(a, "generation"),
+                               training=settings_from(a, "training"), evaluation=settings_from(a, "evaluation"),
+                               cache_dir=a.cache_dir)
     print(f"\nOutputs in {result['out']}: data/ (dataset), model/adapter (LoRA), eval/eval.md and eval/accuracy.png")
     _print_summary(result["evaluation"])
     return 0
@@ -214,15 +178,11 @@ def cmd_watch(a: argparse.Namespace) -> int:
 def cmd_deploy(a: argparse.Namespace) -> int:
     from deployments.deploy import deploy
 
-    given = {"documents": a.documents, "context": a.context, "out": a.out, "base_url": a.base_url, "model": a.model}
-    defaults = {k: v for k, v in given.items() if v}
-    for name, ident in deploy(a.cpu_pool, a.gpu_pool, a.cron, defaults).items():
+    defaults = {k: v for k, v in {"documents": a.documents, "context": a.context, "out": a.out}.items() if v}
+    endpoint = {k: v for k, v in {"base_url": a.base_url, "model": a.model}.items() if v}
+    for name, ident in deploy(a.cpu_pool, a.gpu_pool, a.cron, defaults, endpoint).items():
         print(f"deployed {name} ({ident})")
     return 0
-
-
-# Sections of a --config file and the option groups they fill; other options may stand at the top level.
-SECTIONS = {"generation": "question generation", "training": "fine-tuning", "evaluation": "evaluation"}
 
 
 CONFIGURABLE = ("dataset", "train", "eval", "run")  # the commands that take --config and write config.yaml
@@ -232,12 +192,16 @@ class ConfigError(ValueError):
     pass
 
 
-def _groups(parser: argparse.ArgumentParser) -> dict[str, list[argparse.Action]]:
-    """{section or "": the parser's actions in it} ("" = options outside the three groups)."""
-    by_title = {g.title: g._group_actions for g in parser._action_groups}
-    inside = {a for section, title in SECTIONS.items() for a in by_title.get(title, [])}
-    out = {section: by_title[title] for section, title in SECTIONS.items() if title in by_title}
-    out[""] = [a for a in parser._actions if a not in inside and a.dest not in ("help", "config", "func", "command")]
+def _groups(parser: argparse.ArgumentParser) -> dict[str, dict[str, argparse.Action]]:
+    """{section: {field name: its action}} for the sections the command has, and {"": {dest: action}}
+    for the options outside them (documents, out, ...)."""
+    by_dest = {a.dest: a for a in parser._actions}
+    titles = {g.title for g in parser._action_groups}
+    out = {section: {name: by_dest[_dest(f, name)] for name, f in model.model_fields.items()}
+           for section, (model, title) in SECTIONS.items() if title in titles}
+    inside = {id(a) for actions in out.values() for a in actions.values()}
+    out[""] = {a.dest: a for a in parser._actions
+               if id(a) not in inside and a.dest not in ("help", "config", "func", "command")}
     return out
 
 
@@ -281,14 +245,13 @@ def apply_config(parser: argparse.ArgumentParser, path: str, command: str, other
             continue
         if not isinstance(settings, dict):
             raise ConfigError(f"{path}: section {section!r} must be a mapping of setting: value")
-        actions = {a.dest: a for a in (groups[section] if section else parser._actions)}
+        actions = groups[section]
         for key, value in settings.items():
             where = f"{path}: {section + '.' if section else ''}{key}"
             action = actions.get(key.replace("-", "_"))
             if action is None:
                 if section or key.replace("-", "_") not in everywhere:
-                    known = ", ".join(sorted(d for d in actions if d not in ("help", "func")))
-                    raise ConfigError(f"{where}: unknown setting for `memorize {command}` (known: {known})")
+                    raise ConfigError(f"{where}: unknown setting for `memorize {command}` (known: {', '.join(sorted(actions))})")
                 continue
             action.default = _coerce(action, value, where)
             action.required = False
@@ -300,7 +263,7 @@ def effective_config(parser: argparse.ArgumentParser, args: argparse.Namespace) 
     """The settings a run used, in the --config layout (written as config.yaml beside its outputs)."""
     out: dict = {}
     for section, actions in _groups(parser).items():
-        values = {a.dest: getattr(args, a.dest) for a in actions if hasattr(args, a.dest)}
+        values = {name: getattr(args, a.dest) for name, a in actions.items() if hasattr(args, a.dest)}
         if section:
             out[section] = values
         else:
@@ -321,16 +284,18 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("dataset", help="documents -> synthetic QA chat dataset (flow build-dataset)", epilog=EPILOG,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
-    _add_generation_args(p)
-    p.add_argument("--out", required=True, help="output folder")
+    _add_paths(p, "output folder", documents=True)
+    p.add_argument("--dry-run", action="store_true", help="print the request count and cost estimate, call nothing")
+    add_settings(p, "generation")
     p.set_defaults(func=cmd_dataset)
 
     p = sub.add_parser("train", help="dataset folder -> LoRA adapter (flow finetune)", epilog=EPILOG,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("data_dir", help="output folder of `memorize dataset` (train.jsonl, test.jsonl)")
-    p.add_argument("--out", required=True, help="output folder (adapter/, metrics.json, loss_curve.png)")
-    _add_training_args(p)
-    p.add_argument("--public", action="store_true", help="make the pushed adapter public (default private)")
+    _add_paths(p, "output folder (adapter/, metrics.json, loss_curve.png)")
+    _add_base_model(p)
+    p.add_argument("--train-on-pool", metavar="POOL", help="run training through the finetune/POOL deployment (e.g. gpu)")
+    add_settings(p, "training")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("eval", help="base vs fine-tuned vs in-context, closed-book (flow evaluate)", epilog=EPILOG,
@@ -338,17 +303,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("data_dir", help="output folder of `memorize dataset` (qa.jsonl, chunks.jsonl)")
     p.add_argument("--adapter", help="LoRA adapter folder (omit to evaluate the base model only)")
     p.add_argument("--base-model", help="the adapter's base model (default: the embedded SmolLM2-135M-Instruct)")
-    p.add_argument("--out", required=True, help="output folder (eval.json, eval.md, accuracy.png)")
+    _add_paths(p, "output folder (eval.json, eval.md, accuracy.png)")
     p.add_argument("--chat-template", help="the --chat-template the adapter was trained with (models without one)")
-    _add_eval_args(p)
+    add_settings(p, "evaluation")
     p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("run", help="the whole pipeline: dataset -> fine-tune -> evaluate (flow memorize)", epilog=EPILOG,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
-    _add_generation_args(p)
-    p.add_argument("--out", required=True, help="output folder (data/, model/, eval/)")
-    _add_training_args(p)
-    _add_eval_args(p)
+    _add_paths(p, "output folder (data/, model/, eval/)", documents=True)
+    _add_base_model(p)
+    p.add_argument("--train-on-pool", metavar="POOL", help="run training through the finetune/POOL deployment (e.g. gpu)")
+    for section in SECTIONS:
+        add_settings(p, section)
     p.set_defaults(func=cmd_run)
 
     def model_parser(name: str, summary: str, details: str) -> argparse.ArgumentParser:
@@ -399,8 +365,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_deploy)
     for name in CONFIGURABLE:
         sub.choices[name].add_argument(
-            "--config", metavar="FILE", help="YAML settings: sections generation, training, evaluation (names as the "
-            "flags', e.g. learning_rate) and top-level options such as out; flags given here override the file")
+            "--config", metavar="FILE", help="YAML settings: sections generation, training, evaluation (the "
+            "settings' field names, e.g. learning_rate) and top-level options such as out; flags given here override "
+            "the file")
     return parser
 
 
@@ -443,6 +410,12 @@ def main(argv: list[str] | None = None) -> int:
         return args.func(args)
     except ModelLoadError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except ValidationError as exc:  # a setting out of range, an unknown style or augmentation kind
+        flags = {n: _dest(f, n) for model, _ in SECTIONS.values() for n, f in model.model_fields.items()}
+        for e in exc.errors():
+            name = str(e["loc"][0]) if e["loc"] else ""
+            print(f"error: --{flags.get(name, name).replace('_', '-')}: {e['msg']}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted; what was finished is kept (cached LLM calls, written files): re-run the same command to continue", file=sys.stderr)

@@ -1,0 +1,133 @@
+"""Every setting of the three stages, declared once as a typed field with its default and help.
+
+The flows take these models as parameters (Prefect draws a typed form from them), the stage code reads
+them, and the CLI builds its flags from them (`flows.cli.add_settings`): a flag is `--` plus the field
+name with dashes, unless the field names another `flag`. A `--config` file has one section per model
+(`generation`, `training`, `evaluation`) with the field names as keys.
+
+The training defaults are the memorization recipe, chosen from bench/memorization.py (README, "Benchmarks").
+"""
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from memorize.augment import check_kinds
+from memorize.dataset import DEFAULT_TEST_RATIO
+from memorize.styles import check_styles
+
+
+DEFAULT_API_KEY_ENV = "OPENAI_API_KEY"  # where an endpoint's key is read from unless a setting names another
+
+
+def flag(name: str, **extra) -> dict:
+    """json_schema_extra of a field whose command-line flag is not its name."""
+    return {"flag": name, **extra}
+
+
+class _Settings(BaseModel):
+    # Frozen: an instance can be a flow parameter's default without being shared-mutable.
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class GenerationSettings(_Settings):
+    """Question generation: documents -> chunks -> question/answer pairs -> chat dataset."""
+
+    base_url: str | None = Field(None, description="OpenAI-compatible endpoint (OpenAI, vLLM, Ollama, llama.cpp, "
+                                 "transformers serve); none: serve a small local model on loopback")
+    model: str | None = Field(None, description="model name at the endpoint (required with base_url)")
+    api_key_env: str = Field(DEFAULT_API_KEY_ENV, description="environment variable holding the endpoint's key")
+    temperatures: int = Field(3, ge=0, description="number of sampling temperatures, evenly spaced 0.01..1.2 "
+                              "(practice used 9); 0: no LLM at all, teacher-free augmentations only")
+    questions_per_chunk: int | None = Field(None, ge=1, description="pairs asked per request (none: one per 60 "
+                                            "tokens of chunk)")
+    styles: list[str] = Field(["mixed"], description="question styles, one request each: mixed simple nuanced "
+                              "reversed")
+    # `cloze` is opt-in: it repeats the span questions' answers and adds half again to CPU training time.
+    augment: list[str] = Field(["passage", "span", "reverse"], description="teacher-free pairs built from the "
+                               "documents' own sentences: passage span reverse cloze, or none",
+                               json_schema_extra={"metavar": "KIND"})
+    chunk_tokens: int = Field(500, ge=32, description="chunk size in tokens")
+    chunk_overlap: int = Field(40, ge=0, description="overlap between chunks in tokens")
+    # One pair per row: at batch size 1, five times the optimizer steps of 5 pairs per row for the same
+    # text; held-out accuracy 19 % -> 40 % on the reference set (twice the CPU time).
+    pairs_per_row: int = Field(1, ge=1, description="question/answer pairs per chat row")
+    test_ratio: float = Field(DEFAULT_TEST_RATIO, gt=0, lt=1, description="share of pairs held out for testing "
+                              "(1/11: about 10:1)")
+    seed: int = Field(0, description="seed of the train/test split")
+    concurrency: int = Field(8, ge=1, description="LLM requests in flight at once")
+    concurrency_limit: str | None = Field(None, description="name of a Prefect global concurrency limit to share "
+                                          "with other runs (opt-in)")
+    request_timeout: float = Field(120.0, gt=0, description="seconds per LLM request",
+                                   json_schema_extra=flag("timeout"))
+    retries: int = Field(4, ge=0, description="retries on 429/5xx/timeouts/connection errors")
+    retry_delay: float = Field(2.0, ge=0, description="seconds before the first retry, doubling after")
+    parse_attempts: int = Field(3, ge=1, description="times a request is asked when its reply cannot be parsed")
+    price_per_1k: float = Field(0.0, ge=0, description="price per 1K tokens for the cost estimate")
+    hub_repo: str | None = Field(None, description="push the dataset to this Hugging Face dataset repo "
+                                 "(token from HF_TOKEN)")
+    public: bool = Field(False, description="make the pushed dataset public (default private)")
+
+    @field_validator("styles")
+    @classmethod
+    def _styles(cls, v: list[str]) -> list[str]:
+        return check_styles(v)
+
+    @field_validator("augment")
+    @classmethod
+    def _augment(cls, v: list[str]) -> list[str]:
+        return [] if list(v) == ["none"] else check_kinds(v)
+
+
+class TrainSettings(_Settings):
+    """Fine-tuning: LoRA/QLoRA on a dataset folder's train.jsonl, keeping the epoch that answers best."""
+
+    qlora: bool = Field(False, description="4-bit NF4 base weights + paged optimizer (needs CUDA)")
+    lora_r: int = Field(16, ge=1, description="LoRA rank")
+    lora_alpha: int = Field(32, ge=1, description="LoRA alpha (scale = alpha / r)")
+    lora_dropout: float = Field(0.05, ge=0, lt=1, description="LoRA dropout")
+    # The attention and MLP projections of Llama-style models: what peft's "all-linear" picks there,
+    # spelled out so the adapter config is explicit and works with vLLM's LoRA loader.
+    target_modules: list[str] = Field(["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+                                      description="LoRA target modules")
+    # LoRA r16/alpha32: 1e-4 barely moved held-out answers.
+    learning_rate: float = Field(1e-3, gt=0, description="peak learning rate")
+    epochs: float = Field(3.0, gt=0, description="passes over the training rows")
+    batch_size: int = Field(1, ge=1, description="rows per step (small batches memorize better)")
+    grad_accum: int = Field(1, ge=1, description="gradient accumulation steps")
+    lr_scheduler: str = Field("cosine", description="transformers learning-rate schedule")
+    max_length: int = Field(512, ge=16, description="tokens per training row")
+    neftune_alpha: float | None = Field(None, gt=0, description="NEFTune noise on embeddings (off by default)")
+    gradient_checkpointing: bool = Field(False, description="trade compute for activation memory")
+    bf16: bool | None = Field(None, description="bf16 weights and training (none: where the hardware supports it)")
+    chat_template: str | None = Field(None, description="Jinja template (file or text) for tokenizers without one")
+    merge: bool = Field(False, description="also save the adapter merged into a full model")
+    seed: int = Field(42, description="training seed", json_schema_extra=flag("train_seed"))
+    eval_steps: int | None = Field(None, ge=1, description="steps between validation losses (none: each epoch)")
+    select_epoch: bool = Field(True, description="keep the epoch whose adapter answers the test split's questions "
+                               "best, closed-book (ignored with max_steps)")
+    max_steps: int = Field(-1, description="stop after this many steps (smoke tests); overrides epochs")
+    logging_steps: int = Field(5, ge=1, description="steps between logged training losses")
+    hub_repo: str | None = Field(None, description="push the adapter with a model card to this Hub repo "
+                                 "(token from HF_TOKEN)", json_schema_extra=flag("hub_model_repo"))
+    hub_public: bool = Field(False, description="make the pushed adapter public (default private)",
+                             json_schema_extra=flag("public"))
+    replay_ratio: float = Field(0.2, ge=0, lt=1, description="share of training turns replaying the base model's "
+                                "own answers to general prompts, against forgetting (0: off)")
+    replay_prompts: str | None = Field(None, description="JSONL of {\"prompt\": ...} general instructions for "
+                                       "replay (none: the shipped list)")
+
+
+class EvalSettings(_Settings):
+    """Evaluation: base vs fine-tuned vs in-context answers to held-out and your own questions."""
+
+    questions: str | None = Field(None, description="your questions: JSONL or CSV with question, answer, optional "
+                                  "must (list of alternative groups) and kind")
+    judge_base_url: str | None = Field(None, description="OpenAI-compatible endpoint of an LLM judge for answers "
+                                       "without `must` keys")
+    judge_model: str | None = Field(None, description="model name of the judge")
+    judge_api_key_env: str = Field(DEFAULT_API_KEY_ENV, description="environment variable holding the judge's key")
+    top_k: int = Field(3, ge=1, description="chunks retrieved (BM25) for the in-context ceiling")
+    max_test_questions: int = Field(50, ge=0, description="held-out generated pairs to ask")
+    batch_size: int = Field(8, ge=1, description="questions answered at once",
+                            json_schema_extra=flag("eval_batch_size"))
+    include_general: bool = Field(True, description="ask the general-knowledge questions that measure forgetting")
