@@ -43,7 +43,7 @@ from memorize.dataset import DEFAULT_TEST_RATIO, assign_split, ensure_test_pair,
 from memorize.evaluation import evaluate, load_questions  # noqa: E402
 from memorize.filtering import seen_in_training  # noqa: E402
 from memorize.local_model import resolve_model  # noqa: E402
-from memorize.settings import GenerationSettings, TrainSettings  # noqa: E402
+from memorize.settings import EvalSettings, GenerationSettings, TrainSettings  # noqa: E402
 from memorize.training import TrainConfig, train  # noqa: E402
 
 HERE = Path(__file__).parent
@@ -134,8 +134,8 @@ def run(name: str, args, base_model: str, held_out: list[str]) -> dict:
     row["final_train_loss"] = result.final_train_loss
     row["qa_by_epoch"], row["selected_epoch"] = result.qa_by_epoch, result.selected_epoch
     started = time.perf_counter()
-    summary = evaluate(base_model, str(result.adapter_dir), data, out / "eval", questions_file=QUESTIONS,
-                       max_test_questions=0, batch_size=8, max_new_tokens=64, progress=False,
+    summary = evaluate(base_model, str(result.adapter_dir), data, out / "eval",
+                       EvalSettings(questions=str(QUESTIONS), max_test_questions=0), max_new_tokens=64, progress=False,
                        answer_cache=Path(args.out) / "answer-cache.json")
     row["eval_minutes"] = (time.perf_counter() - started) / 60
     for system in ("base", "fine_tuned", "in_context"):

@@ -18,6 +18,7 @@ from memorize.answering import AnswerCache, Answerer
 from memorize.dataset import read_jsonl
 from memorize.filtering import seen_in_training
 from memorize.retrieval import ChunkIndex, format_chunks
+from memorize.settings import EvalSettings
 from memorize.scoring import score
 
 GENERAL_KNOWLEDGE = Path(__file__).parent / "data" / "general_knowledge.jsonl"
@@ -105,7 +106,7 @@ def load_questions(path: str | Path) -> list[dict]:
     return rows
 
 
-def load_test_split(data_dir: str | Path, max_questions: int | None = 50, seed: int = 0) -> list[dict]:
+def load_test_split(data_dir: str | Path, max_questions: int | None, seed: int = 0) -> list[dict]:
     """The held-out pairs of qa.jsonl; a seeded sample (in file order) when there are more than max."""
     rows = [r for r in read_jsonl(Path(data_dir) / "qa.jsonl") if r.get("split") == "test"]
     if max_questions is not None and len(rows) > max_questions:
@@ -161,15 +162,16 @@ def answer_records(answerer: Answerer, records: list[dict], system: str, context
 
 
 def evaluate(base_model: str, adapter_dir: str | None, data_dir: str | Path, out_dir: str | Path,
-             questions_file: str | Path | None = None, general_file: str | Path | None = GENERAL_KNOWLEDGE,
-             judge=None, top_k: int = 3, max_test_questions: int | None = 50, batch_size: int = 8,
-             max_new_tokens: int = 128, progress: bool = True, seed: int = 0,
-             chat_template: str | None = None, answer_cache: str | Path | None = None) -> dict:
+             settings: EvalSettings = EvalSettings(), judge=None, max_new_tokens: int = 128, progress: bool = True,
+             seed: int = 0, chat_template: str | None = None, answer_cache: str | Path | None = None) -> dict:
     """Run all systems, write eval.json, eval.md and accuracy.png to out_dir, return the summary.
 
     answer_cache: a JSON file keeping the base and in-context answers (see answering.AnswerCache).
     With adapter_dir None only base and in_context run; `fine_tuned` is then null in the summary.
-    general_file None skips the forgetting check (forgetting.n == 0)."""
+    Without settings.include_general the forgetting check is skipped (forgetting.n == 0)."""
+    s = settings
+    questions_file, general_file = s.questions, GENERAL_KNOWLEDGE if s.include_general else None
+    top_k, max_test_questions, batch_size = s.top_k, s.max_test_questions, s.batch_size
     data_dir, out_dir = Path(data_dir), Path(out_dir)
     records = _records({
         "test_split": load_test_split(data_dir, max_test_questions, seed),

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from prefect import task
 
-from memorize.evaluation import GENERAL_KNOWLEDGE, evaluate
+from memorize.evaluation import evaluate
 from memorize.llm import client_for
 from memorize.scoring import LLMJudge
 from memorize.settings import EvalSettings
@@ -14,10 +14,7 @@ JUDGE_RETRIES = 6  # per judged answer: one 429 must not lose a whole evaluation
 @task(name="evaluate")
 def evaluate_task(base_model: str, adapter_dir: str | None, data_dir: str, out: str, settings: EvalSettings,
                   progress: bool, answer_cache: str | None = None, chat_template: str | None = None) -> dict:
-    s = settings
-    judge = (LLMJudge(client_for(s.judge_base_url, s.judge_api_key_env, max_retries=JUDGE_RETRIES), s.judge_model)
-             if s.judge_base_url else None)
-    return evaluate(base_model, adapter_dir, data_dir, out, questions_file=s.questions,
-                    general_file=GENERAL_KNOWLEDGE if s.include_general else None, judge=judge, top_k=s.top_k,
-                    max_test_questions=s.max_test_questions, batch_size=s.batch_size, progress=progress,
+    judge = (LLMJudge(client_for(settings.judge_base_url, settings.judge_api_key_env, max_retries=JUDGE_RETRIES),
+                      settings.judge_model) if settings.judge_base_url else None)
+    return evaluate(base_model, adapter_dir, data_dir, out, settings, judge=judge, progress=progress,
                     answer_cache=answer_cache, chat_template=chat_template)

@@ -5,6 +5,7 @@ import pytest
 
 from memorize.evaluation import SYSTEMS, evaluate, markdown_report
 from memorize.scoring import LLMJudge
+from memorize.settings import EvalSettings
 from memorize.testing import FakeLLM
 
 
@@ -132,7 +133,7 @@ def data_dir(tmp_path):
 @pytest.mark.slow
 def test_evaluate_writes_reports(small_model, adapter_dir, data_dir, tmp_path):
     out = tmp_path / "eval"
-    summary = evaluate(small_model, adapter_dir, data_dir, out, questions_file=data_dir.parent / "questions.csv",
+    summary = evaluate(small_model, adapter_dir, data_dir, out, EvalSettings(questions=str(data_dir.parent / "questions.csv")),
                        max_new_tokens=32, progress=False)
 
     saved = json.loads((out / "eval.json").read_text())
@@ -171,8 +172,9 @@ def test_evaluate_writes_reports(small_model, adapter_dir, data_dir, tmp_path):
 @pytest.mark.slow
 def test_evaluate_without_adapter_uses_the_judge(small_model, data_dir, tmp_path, judge, chat_server):
     chat_server.replies = ["no", "no"]  # the first two judged answers (base run), then "Yes"
-    summary = evaluate(small_model, None, data_dir, tmp_path / "eval", questions_file=data_dir.parent / "questions.csv",
-                       general_file=None, judge=judge, max_new_tokens=16, progress=False)
+    summary = evaluate(small_model, None, data_dir, tmp_path / "eval",
+                       EvalSettings(questions=str(data_dir.parent / "questions.csv"), include_general=False), judge=judge,
+                       max_new_tokens=16, progress=False)
     assert summary["fine_tuned"] is None
     assert summary["forgetting"] == {"n": 0, "base_accuracy": None, "fine_tuned_accuracy": None}
     # Generated test pairs have no `must`, so the judge decides them; the user's questions use `must`.
