@@ -282,15 +282,17 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="memorize", description="Make an open LLM memorize your documents.",
                                      epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
-    p = sub.add_parser("dataset", help="documents -> synthetic QA chat dataset (flow build-dataset)", epilog=EPILOG,
-                       formatter_class=argparse.RawDescriptionHelpFormatter)
+
+    def command(name: str, summary: str) -> argparse.ArgumentParser:
+        return sub.add_parser(name, help=summary, epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+
+    p = command("dataset", "documents -> synthetic QA chat dataset (flow build-dataset)")
     _add_paths(p, "output folder", documents=True)
     p.add_argument("--dry-run", action="store_true", help="print the request count and cost estimate, call nothing")
     add_settings(p, "generation")
     p.set_defaults(func=cmd_dataset)
 
-    p = sub.add_parser("train", help="dataset folder -> LoRA adapter (flow finetune)", epilog=EPILOG,
-                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = command("train", "dataset folder -> LoRA adapter (flow finetune)")
     p.add_argument("data_dir", help="output folder of `memorize dataset` (train.jsonl, test.jsonl)")
     _add_paths(p, "output folder (adapter/, metrics.json, loss_curve.png)")
     _add_base_model(p)
@@ -298,8 +300,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_settings(p, "training")
     p.set_defaults(func=cmd_train)
 
-    p = sub.add_parser("eval", help="base vs fine-tuned vs in-context, closed-book (flow evaluate)", epilog=EPILOG,
-                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = command("eval", "base vs fine-tuned vs in-context, closed-book (flow evaluate)")
     p.add_argument("data_dir", help="output folder of `memorize dataset` (qa.jsonl, chunks.jsonl)")
     p.add_argument("--adapter", help="LoRA adapter folder (omit to evaluate the base model only)")
     p.add_argument("--base-model", help="the adapter's base model (default: the embedded SmolLM2-135M-Instruct)")
@@ -308,8 +309,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_settings(p, "evaluation")
     p.set_defaults(func=cmd_eval)
 
-    p = sub.add_parser("run", help="the whole pipeline: dataset -> fine-tune -> evaluate (flow memorize)", epilog=EPILOG,
-                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = command("run", "the whole pipeline: dataset -> fine-tune -> evaluate (flow memorize)")
     _add_paths(p, "output folder (data/, model/, eval/)", documents=True)
     _add_base_model(p)
     p.add_argument("--train-on-pool", metavar="POOL", help="run training through the finetune/POOL deployment (e.g. gpu)")
@@ -341,8 +341,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=8000, help="(default %(default)s)")
     p.set_defaults(func=cmd_serve)
 
-    p = sub.add_parser("watch", help="poll a folder and emit a Prefect event per changed document (triggers build-dataset)",
-                       epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = command("watch", "poll a folder and emit a Prefect event per changed document (triggers build-dataset)")
     p.add_argument("folder", help="folder of documents to watch")
     p.add_argument("--context", required=True, help="passed to the triggered build-dataset run")
     p.add_argument("--out", required=True, help="output folder of the triggered build-dataset run")
@@ -352,8 +351,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--once", action="store_true", help="poll once and exit (for cron or tests)")
     p.set_defaults(func=cmd_watch)
 
-    p = sub.add_parser("deploy", help="register the Prefect deployments (build-dataset, finetune, evaluate, memorize)",
-                       epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = command("deploy", "register the Prefect deployments (build-dataset, finetune, evaluate, memorize)")
     p.add_argument("--cpu-pool", default="cpu", help="work pool for dataset and evaluation runs (default %(default)s)")
     p.add_argument("--gpu-pool", default="gpu", help="work pool for training runs (default %(default)s)")
     p.add_argument("--cron", default="0 3 * * *", help="regeneration schedule of build-dataset, created inactive (default %(default)r)")
