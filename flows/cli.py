@@ -8,7 +8,6 @@ import os
 import signal
 import sys
 from pathlib import Path
-
 from types import UnionType
 from typing import Union, get_args, get_origin
 

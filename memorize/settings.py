@@ -65,7 +65,7 @@ class GenerationSettings(_Settings):
     price_per_1k: float = Field(0.0, ge=0, description="price per 1K tokens for the cost estimate")
     hub_repo: str | None = Field(None, description="push the dataset to this Hugging Face dataset repo "
                                  "(token from HF_TOKEN)")
-    public: bool = Field(False, description="make the pushed dataset public (default private)")
+    public: bool = Field(False, description="make what is pushed to the Hub public (default private)")
 
     @field_validator("styles")
     @classmethod
@@ -109,7 +109,7 @@ class TrainSettings(_Settings):
     logging_steps: int = Field(5, ge=1, description="steps between logged training losses")
     hub_repo: str | None = Field(None, description="push the adapter with a model card to this Hub repo "
                                  "(token from HF_TOKEN)", json_schema_extra=flag("hub_model_repo"))
-    hub_public: bool = Field(False, description="make the pushed adapter public (default private)",
+    hub_public: bool = Field(False, description="make what is pushed to the Hub public (default private)",
                              json_schema_extra=flag("public"))
     replay_ratio: float = Field(0.2, ge=0, lt=1, description="share of training turns replaying the base model's "
                                 "own answers to general prompts, against forgetting (0: off)")

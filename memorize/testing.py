@@ -31,7 +31,7 @@ class FakeLLM:
         self.default_reply = default_reply  # instead of QA pairs from the prompt (e.g. "Yes" for a judge)
         self.replies: list[str] = []  # scripted reply texts, consumed first, one per answered request
         self.bodies: list[dict] = []  # every request body received
-        # Consumed one per request: "429", "500", "timeout", "garbage"; anything else ("ok") is no fault.
+        # Consumed one per request: "429", "500", "401", "timeout", "garbage"; anything else ("ok") is no fault.
         self.faults: deque[str] = deque()
         self.requests = 0  # every request received, faults included
         self.served = 0  # successful completions
@@ -83,6 +83,8 @@ class FakeLLM:
                                       {"retry-after-ms": "10"})
                 if fault == "500":
                     return self._send(500, {"error": {"message": "boom", "type": "server_error"}})
+                if fault == "401":  # a permanent fault: a bad key is not fixed by asking again
+                    return self._send(401, {"error": {"message": "invalid api key", "type": "invalid_request_error"}})
                 if fault == "timeout":
                     time.sleep(3.0)
                 time.sleep(fake.delay)

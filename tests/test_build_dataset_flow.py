@@ -70,6 +70,18 @@ def test_transient_faults_are_retried_and_nothing_is_lost(prefect_server, docs, 
         assert report["llm_calls"] == report["requests"] and report["qa_pairs"] > 0
 
 
+def test_a_permanent_fault_is_reported_once_not_retried(prefect_server, docs, tmp_path):
+    with FakeLLM() as llm:
+        llm.inject("401")
+        report = _run(llm, docs, tmp_path, concurrency=1)
+        assert llm.requests == report["requests"]  # the 401 was asked once; every other request once
+        assert [f["stage"] for f in report["failures"]] == ["generate"]
+        assert "AuthenticationError" in report["failures"][0]["reason"] and "invalid api key" in report["failures"][0]["reason"]
+        assert report["llm_calls"] == report["requests"] and report["qa_pairs"] > 0  # the rest went on
+        again = _run(llm, docs, tmp_path, concurrency=1)  # a re-run asks only the failed request
+        assert again["llm_calls"] == 1 and again["failures"] == []
+
+
 def test_unparseable_chunk_is_recorded_without_sinking_the_run(prefect_server, docs, tmp_path):
     with FakeLLM(garbage_when="Orla Venn") as llm:
         report = _run(llm, docs, tmp_path, parse_attempts=2)

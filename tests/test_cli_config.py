@@ -62,3 +62,25 @@ def test_bad_settings_name_the_file_and_the_key(setup, capsys, bad, message):
     assert main(["dataset", "--config", str(config)]) == 2
     err = capsys.readouterr().err
     assert str(config) in err and message in err
+
+
+def test_every_setting_is_a_flag_with_its_fields_default_and_reaches_its_field():
+    from flows.cli import SECTIONS, build_parser, settings_from
+
+    run = ["run", "doc.md", "--context", "c", "--out", "o"]
+    args = build_parser().parse_args(run)
+    for section, (model, _) in SECTIONS.items():
+        assert settings_from(args, section) == model()  # one declaration: the CLI's defaults are the fields'
+    args = build_parser().parse_args([*run, "--timeout", "7", "--augment", "none", "--no-select-epoch",
+                                      "--eval-batch-size", "3", "--batch-size", "2", "--target-modules", "q_proj"])
+    generation, training, evaluation = (settings_from(args, s) for s in SECTIONS)
+    assert generation.request_timeout == 7 and generation.augment == []
+    assert training.select_epoch is False and training.batch_size == 2 and training.target_modules == ["q_proj"]
+    assert evaluation.batch_size == 3
+
+
+def test_a_setting_out_of_range_names_its_flag(capsys):
+    assert main(["dataset", "doc.md", "--context", "c", "--out", "o", "--temperatures", "-1"]) == 2
+    assert "--temperatures: Input should be greater than or equal to 0" in capsys.readouterr().err
+    with pytest.raises(SystemExit):  # a generation flag is no training flag: argparse refuses it
+        main(["train", "data", "--out", "o", "--augment", "span"])
