@@ -1,11 +1,13 @@
-"""Benchmark: throughput of the embedded generator (SmolLM2-135M behind `transformers serve`, CPU).
+"""Benchmark: throughput of the embedded generator (SmolLM2-135M, CPU).
 
 Sends the same real generation requests (chunks of the Moonwell charter, the product's prompt) at
-concurrency 8 to a fresh server per setting: torch threads 1 or 2, continuous batching off (the server
-answers one request at a time) or on, and the machine idle or with one core kept busy by another
-process. Prints requests/min, completion tokens/s and the share of replies that parse, per setting.
+concurrency 8 to a fresh `transformers serve` per setting: torch threads 1 or 2, continuous batching off
+(the server answers one request at a time) or on, and the machine idle or with one core kept busy by
+another process. `--engine in-process` runs the same requests through `model.generate` in this process
+instead, one after another or all in one left-padded batch: what a batching server of our own could
+reach at best. Prints requests/min, completion tokens/s and the share of replies that parse, per setting.
 
-    python bench/embedded_generator.py [--requests 8] [--max-tokens 256] [--seconds 240]
+    python bench/embedded_generator.py [--requests 8] [--max-tokens 256] [--seconds 240] [--engine serve in-process]
 """
 from __future__ import annotations
 
@@ -17,6 +19,7 @@ import sys
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor, wait
+from contextlib import contextmanager
 from pathlib import Path
 
 from memorize.chunking import chunk_document
@@ -30,12 +33,67 @@ from memorize.qa_parse import ParseError, parse_pairs
 DOC = Path(__file__).parent / "data" / "moonwell_charter.md"
 
 
-def measure(model: str, threads: int, batching: bool, busy: bool, args) -> dict:
+def _plan(args) -> list:
     chunks = chunk_document(extract(DOC))
     plan = plan_requests(chunks, "The charter of the Moonwell Honey and Cider Cooperative", [0.7], ["mixed"], None)
-    plan = list(itertools.islice(itertools.cycle(plan), args.requests))
+    return list(itertools.islice(itertools.cycle(plan), args.requests))
+
+
+def _parsed(texts: list[str]) -> int:
+    ok = 0
+    for text in texts:
+        try:
+            parse_pairs(text or "")
+            ok += 1
+        except ParseError:
+            pass
+    return ok
+
+
+@contextmanager
+def _load(busy: bool):
+    """One core kept busy by another process, as on a shared machine."""
     hog = subprocess.Popen([sys.executable, "-c", "while True: pass"]) if busy else None
     try:
+        yield
+    finally:
+        if hog:
+            hog.kill()
+
+
+def measure_in_process(model: str, threads: int, batched: bool, busy: bool, args) -> dict:
+    """The requests through `generate` here: serialized, or one batch (left-padded, sampled at 0.7)."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    torch.set_num_threads(threads)
+    plan = _plan(args)
+    tok = AutoTokenizer.from_pretrained(model)
+    tok.padding_side = "left"
+    lm = AutoModelForCausalLM.from_pretrained(model, dtype=torch.float32)
+    prompts = [tok.apply_chat_template(r.messages, tokenize=False, add_generation_prompt=True) for r in plan]
+    texts, tokens, prompt_tokens = [], 0, 0
+    with _load(busy), torch.inference_mode():
+        started = time.perf_counter()
+        for group in [prompts] if batched else [[p] for p in prompts]:
+            if time.perf_counter() - started > args.seconds:
+                break
+            enc = tok(group, return_tensors="pt", padding=True, add_special_tokens=False)
+            out = lm.generate(**enc, do_sample=True, temperature=0.7, max_new_tokens=args.max_tokens,
+                              pad_token_id=tok.pad_token_id or tok.eos_token_id)
+            new = out[:, enc["input_ids"].shape[1]:]
+            prompt_tokens += int(enc["attention_mask"].sum())
+            tokens += int((new != (tok.pad_token_id or tok.eos_token_id)).sum())
+            texts += tok.batch_decode(new, skip_special_tokens=True)
+        elapsed = time.perf_counter() - started
+    return {"engine": "in-process", "threads": threads, "batching": batched, "busy": busy, "done": len(texts),
+            "sent": len(plan), "seconds": round(elapsed, 1), "requests_per_min": round(60 * len(texts) / elapsed, 2),
+            "tokens_per_s": round(tokens / elapsed, 2), "prompt_tokens": prompt_tokens, "parsed": _parsed(texts)}
+
+
+def measure(model: str, threads: int, batching: bool, busy: bool, args) -> dict:
+    plan = _plan(args)
+    with _load(busy):
         with tempfile.TemporaryDirectory() as tmp, serve(model, Path(tmp) / "server.log", threads=threads,
                                                          continuous_batching=batching) as base_url:
             client = client_for(base_url, timeout=args.seconds)
@@ -51,18 +109,9 @@ def measure(model: str, threads: int, batching: bool, busy: bool, args) -> dict:
             wait([pool.submit(ask, r) for r in plan], timeout=args.seconds)
             elapsed = time.perf_counter() - started
             pool.shutdown(wait=False, cancel_futures=True)  # stopping the server ends what is still in flight
-    finally:
-        if hog:
-            hog.kill()
     tokens = sum(r.usage.completion_tokens for r in replies if r.usage)
-    parsed = 0
-    for r in replies:
-        try:
-            parse_pairs(r.choices[0].message.content or "")
-            parsed += 1
-        except ParseError:
-            pass
-    return {"threads": threads, "batching": batching, "busy": busy, "done": len(replies), "sent": len(plan),
+    parsed = _parsed([r.choices[0].message.content for r in replies])
+    return {"engine": "transformers serve", "threads": threads, "batching": batching, "busy": busy, "done": len(replies), "sent": len(plan),
             "seconds": round(elapsed, 1), "requests_per_min": round(60 * len(replies) / elapsed, 2),
             "tokens_per_s": round(tokens / elapsed, 2), "parsed": parsed}
 
@@ -75,17 +124,19 @@ def main() -> None:
     ap.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     ap.add_argument("--batching", choices=["off", "on"], nargs="+", default=["off", "on"])
     ap.add_argument("--load", choices=["idle", "busy"], nargs="+", default=["idle", "busy"])
+    ap.add_argument("--engine", choices=["serve", "in-process"], nargs="+", default=["serve", "in-process"])
     ap.add_argument("--out", default="out/bench-embedded-generator.json")
     args = ap.parse_args()
     model = str(resolve_model(None))
     rows = []
-    print("| threads | continuous batching | machine | requests done / sent | seconds | requests/min | tokens/s | parsed |")
-    print("|---|---|---|---|---|---|---|---|")
-    for load, threads, batching in itertools.product(args.load, args.threads, args.batching):
-        r = measure(model, threads, batching == "on", load == "busy", args)
+    print("| engine | threads | batching | machine | requests done / sent | seconds | requests/min | tokens/s | parsed |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for engine, load, threads, batching in itertools.product(args.engine, args.load, args.threads, args.batching):
+        run = measure if engine == "serve" else measure_in_process
+        r = run(model, threads, batching == "on", load == "busy", args)
         rows.append(r)
-        print(f"| {threads} | {batching} | {load} | {r['done']} / {r['sent']} | {r['seconds']} | {r['requests_per_min']} "
-              f"| {r['tokens_per_s']} | {r['parsed']} / {r['done']} |", flush=True)
+        print(f"| {r['engine']} | {threads} | {batching} | {load} | {r['done']} / {r['sent']} | {r['seconds']} "
+              f"| {r['requests_per_min']} | {r['tokens_per_s']} | {r['parsed']} / {r['done']} |", flush=True)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(rows, indent=2))
 

@@ -32,6 +32,7 @@ from tasks.generate import generate_batch_task
 # One torch thread for the embedded generator: 2 threads were only ~20 % faster on an idle 2-core machine
 # (3.8 vs 3.2 tokens/s, bench/embedded_generator.py) but ~10x slower as soon as another process took a core.
 EMBEDDED_THREADS = 1
+SLOW_EMBEDDED = 1.0  # tokens/s under which the embedded generator is reported as much slower than expected
 
 
 def _extract_and_chunk(documents: list[str], chunk_tokens: int, overlap: int, storage, failures: list):
@@ -81,7 +82,7 @@ def _generate(job: GenerationJob, settings: GenerationSettings, storage, log_dir
             concurrency_limit=s.concurrency_limit, endpoint_model=endpoint_model)): batch
             for batch in batches(todo, concurrency)}
         progress_id = create_progress_artifact(0.0, key="build-dataset-progress", description="LLM requests done")
-        done = 0
+        done, tokens, started, warned = 0, 0, time.perf_counter(), False
         try:  # KeyboardInterrupt (Ctrl-C, or SIGTERM via the CLI) is not an Exception: it passes the handler below
             with tqdm(total=len(todo), desc="generating QA", unit="req", disable=not progress) as bar:
                 for fut in as_completed(list(futures)):
@@ -97,8 +98,18 @@ def _generate(job: GenerationJob, settings: GenerationSettings, storage, log_dir
                         if job.keys[i] in errors and i not in job.results:
                             job.fail(i, *errors[job.keys[i]])
                     done += len(batch)
+                    tokens += sum(job.results[i].completion_tokens for i in batch if i in job.results)
+                    rate = tokens / (time.perf_counter() - started)
                     bar.update(len(batch))
+                    bar.set_postfix_str(f"{rate:.1f} tokens/s")
                     update_progress_artifact(progress_id, 100.0 * done / len(todo))
+                    if s.base_url is None and rate < SLOW_EMBEDDED and done < len(todo) and not warned:
+                        warned = True
+                        get_run_logger().warning(
+                            f"the embedded generator runs at {rate:.1f} tokens/s (about 3 on an idle 2-core machine): "
+                            f"another process may be using the CPU. The {len(todo) - done} requests left take about "
+                            f"{(time.perf_counter() - started) / done * (len(todo) - done) / 60:.0f} min; a faster "
+                            "endpoint (--base-url) or the teacher-free pairs alone (--temperatures 0) avoid the wait.")
         except BaseException:
             STOPPING.set()  # interrupted: no retries while the stack (server, then runner) unwinds
             raise
