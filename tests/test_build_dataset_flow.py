@@ -29,8 +29,8 @@ def docs(tmp_path):
 
 
 def _run(llm, docs, tmp_path, dry_run=False, **settings):
-    settings = dict(base_url=llm.base_url, model="fake-model", chunk_tokens=120, temperatures=2, retry_delay=0.05,
-                    **settings)
+    settings = {"base_url": llm.base_url, "model": "fake-model", "chunk_tokens": 120, "temperatures": 2,
+                "retry_delay": 0.05, **settings}
     return build_dataset(documents=[str(docs)], context=CONTEXT, out=str(tmp_path / "out"),
                          settings=GenerationSettings(**settings), cache_dir=str(tmp_path / "cache"), dry_run=dry_run,
                          progress=False)
