@@ -33,9 +33,9 @@ from memorize.qa_parse import ParseError, parse_pairs
 DOC = Path(__file__).parent / "data" / "moonwell_charter.md"
 
 
-def _plan(args) -> list:
+def _plan(args, temperature: float) -> list:
     chunks = chunk_document(extract(DOC))
-    plan = plan_requests(chunks, "The charter of the Moonwell Honey and Cider Cooperative", [0.7], ["mixed"], None)
+    plan = plan_requests(chunks, "The charter of the Moonwell Honey and Cider Cooperative", [temperature], ["mixed"])
     return list(itertools.islice(itertools.cycle(plan), args.requests))
 
 
@@ -61,13 +61,13 @@ def _load(busy: bool):
             hog.kill()
 
 
-def measure_in_process(model: str, threads: int, batched: bool, busy: bool, args) -> dict:
-    """The requests through `generate` here: serialized, or one batch (left-padded, sampled at 0.7)."""
+def measure_in_process(model: str, threads: int, batched: bool, busy: bool, temperature: float, args) -> dict:
+    """The requests through `generate` here: serialized, or one batch (left-padded, sampled)."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     torch.set_num_threads(threads)
-    plan = _plan(args)
+    plan = _plan(args, temperature)
     tok = AutoTokenizer.from_pretrained(model)
     tok.padding_side = "left"
     lm = AutoModelForCausalLM.from_pretrained(model, dtype=torch.float32)
@@ -79,20 +79,20 @@ def measure_in_process(model: str, threads: int, batched: bool, busy: bool, args
             if time.perf_counter() - started > args.seconds:
                 break
             enc = tok(group, return_tensors="pt", padding=True, add_special_tokens=False)
-            out = lm.generate(**enc, do_sample=True, temperature=0.7, max_new_tokens=args.max_tokens,
+            out = lm.generate(**enc, do_sample=True, temperature=temperature, max_new_tokens=args.max_tokens,
                               pad_token_id=tok.pad_token_id or tok.eos_token_id)
             new = out[:, enc["input_ids"].shape[1]:]
             prompt_tokens += int(enc["attention_mask"].sum())
             tokens += int((new != (tok.pad_token_id or tok.eos_token_id)).sum())
             texts += tok.batch_decode(new, skip_special_tokens=True)
         elapsed = time.perf_counter() - started
-    return {"engine": "in-process", "threads": threads, "batching": batched, "busy": busy, "done": len(texts),
+    return {"engine": "in-process", "temperature": temperature, "threads": threads, "batching": batched, "busy": busy, "done": len(texts),
             "sent": len(plan), "seconds": round(elapsed, 1), "requests_per_min": round(60 * len(texts) / elapsed, 2),
             "tokens_per_s": round(tokens / elapsed, 2), "prompt_tokens": prompt_tokens, "parsed": _parsed(texts)}
 
 
-def measure(model: str, threads: int, batching: bool, busy: bool, args) -> dict:
-    plan = _plan(args)
+def measure(model: str, threads: int, batching: bool, busy: bool, temperature: float, args) -> dict:
+    plan = _plan(args, temperature)
     with _load(busy):
         with tempfile.TemporaryDirectory() as tmp, serve(model, Path(tmp) / "server.log", threads=threads,
                                                          continuous_batching=batching) as base_url:
@@ -111,7 +111,7 @@ def measure(model: str, threads: int, batching: bool, busy: bool, args) -> dict:
             pool.shutdown(wait=False, cancel_futures=True)  # stopping the server ends what is still in flight
     tokens = sum(r.usage.completion_tokens for r in replies if r.usage)
     parsed = _parsed([r.choices[0].message.content for r in replies])
-    return {"engine": "transformers serve", "threads": threads, "batching": batching, "busy": busy, "done": len(replies), "sent": len(plan),
+    return {"engine": "transformers serve", "temperature": temperature, "threads": threads, "batching": batching, "busy": busy, "done": len(replies), "sent": len(plan),
             "seconds": round(elapsed, 1), "requests_per_min": round(60 * len(replies) / elapsed, 2),
             "tokens_per_s": round(tokens / elapsed, 2), "parsed": parsed}
 
@@ -124,18 +124,22 @@ def main() -> None:
     ap.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     ap.add_argument("--batching", choices=["off", "on"], nargs="+", default=["off", "on"])
     ap.add_argument("--load", choices=["idle", "busy"], nargs="+", default=["idle", "busy"])
+    ap.add_argument("--temperatures", type=float, nargs="+", default=[0.7],
+                    help="sampling temperatures; the parsed column is the parse rate at each")
     ap.add_argument("--engine", choices=["serve", "in-process"], nargs="+", default=["serve", "in-process"])
     ap.add_argument("--out", default="out/bench-embedded-generator.json")
     args = ap.parse_args()
     model = str(resolve_model(None))
     rows = []
-    print("| engine | threads | batching | machine | requests done / sent | seconds | requests/min | tokens/s | parsed |")
-    print("|---|---|---|---|---|---|---|---|---|")
-    for engine, load, threads, batching in itertools.product(args.engine, args.load, args.threads, args.batching):
+    print("| engine | temperature | threads | batching | machine | requests done / sent | seconds | requests/min | tokens/s "
+          "| parsed |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for engine, temperature, load, threads, batching in itertools.product(args.engine, args.temperatures, args.load,
+                                                                          args.threads, args.batching):
         run = measure if engine == "serve" else measure_in_process
-        r = run(model, threads, batching == "on", load == "busy", args)
+        r = run(model, threads, batching == "on", load == "busy", temperature, args)
         rows.append(r)
-        print(f"| {r['engine']} | {threads} | {batching} | {load} | {r['done']} / {r['sent']} | {r['seconds']} "
+        print(f"| {r['engine']} | {temperature} | {threads} | {batching} | {load} | {r['done']} / {r['sent']} | {r['seconds']} "
               f"| {r['requests_per_min']} | {r['tokens_per_s']} | {r['parsed']} / {r['done']} |", flush=True)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(rows, indent=2))
