@@ -6,11 +6,12 @@ from pathlib import Path
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
+from memorize import DEFAULT_CACHE_DIR
 from memorize.evaluation import SYSTEMS, pct, seen_warning
 from memorize.local_model import resolve_model
 from memorize.settings import EvalSettings
-from memorize import DEFAULT_CACHE_DIR
 from tasks.evaluate import evaluate_task
+
 
 def accuracy_lines(summary: dict) -> list[str]:
     """The before/after/in-context figures, one line each, for the terminal and the run's log."""

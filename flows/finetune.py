@@ -6,10 +6,10 @@ from pathlib import Path
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_link_artifact, create_markdown_artifact
 
+from memorize import DEFAULT_CACHE_DIR
 from memorize.local_model import resolve_model
 from memorize.settings import TrainSettings
 from memorize.training import TrainConfig
-from memorize import DEFAULT_CACHE_DIR
 from tasks.caching import result_storage
 from tasks.train import train_task
 

@@ -5,14 +5,14 @@ from __future__ import annotations
 from pathlib import Path
 
 from prefect import flow, get_run_logger
-from pydantic import BaseModel
 from prefect.deployments import run_deployment
+from pydantic import BaseModel
 
 from flows.build_dataset import build_dataset
 from flows.evaluate_flow import accuracy_lines, evaluate_flow
 from flows.finetune import SharedStorageError, finetune, require_shared_path
-from memorize.settings import EvalSettings, GenerationSettings, TrainSettings
 from memorize import DEFAULT_CACHE_DIR
+from memorize.settings import EvalSettings, GenerationSettings, TrainSettings
 
 
 def train_remotely(pool: str, parameters: dict) -> dict:

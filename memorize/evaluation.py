@@ -18,8 +18,8 @@ from memorize.answering import AnswerCache, Answerer
 from memorize.dataset import read_jsonl
 from memorize.filtering import seen_in_training
 from memorize.retrieval import ChunkIndex, format_chunks
-from memorize.settings import EvalSettings
 from memorize.scoring import score
+from memorize.settings import EvalSettings
 
 GENERAL_KNOWLEDGE = Path(__file__).parent / "data" / "general_knowledge.jsonl"
 SYSTEMS = ("base", "fine_tuned", "in_context")

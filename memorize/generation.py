@@ -16,8 +16,7 @@ from memorize.filtering import filter_pairs
 from memorize.llm import Generation
 from memorize.local_model import DEFAULT_MODEL_NAME
 from memorize.plan import Request, plan_requests
-from memorize.qa_prompt import PROMPT_VERSION
-from memorize.qa_prompt import temperatures as temperature_range
+from memorize.qa_prompt import PROMPT_VERSION, temperatures as temperature_range
 from memorize.settings import GenerationSettings
 
 

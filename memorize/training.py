@@ -17,8 +17,8 @@ from pathlib import Path
 import torch
 from transformers import TrainerCallback
 
-from memorize.settings import TrainSettings
 from memorize.models import best_dtype, context_length, load_model, load_tokenizer, quantization_config
+from memorize.settings import TrainSettings
 
 IGNORE_INDEX = -100  # label value the loss skips
 SELECT_QUESTIONS = 32  # test-split questions answered at each epoch's end (~1 minute on 2 CPU cores for 135M)
