@@ -1,11 +1,11 @@
 """Benchmark: throughput of the embedded generator (SmolLM2-135M, CPU).
 
 Sends the same real generation requests (chunks of the Moonwell charter, the product's prompt) at
-concurrency 8 to a fresh `transformers serve` per setting: torch threads 1 or 2, continuous batching off
-(the server answers one request at a time) or on, and the machine idle or with one core kept busy by
-another process. `--engine in-process` runs the same requests through `model.generate` in this process
-instead, one after another or all in one left-padded batch: what a batching server of our own could
-reach at best. Prints requests/min, completion tokens/s and the share of replies that parse, per setting.
+concurrency 8 to a fresh embedded server (memorize.local_server: `memorize serve`'s app) per setting:
+torch threads 1 or 2, batching off (one request at a time) or on (the requests in flight answered
+together, up to 8), and the machine idle or with one core kept busy by another process.
+`--engine in-process` runs the same requests through `model.generate` in this process instead, one
+after another or all in one left-padded batch: the floor without HTTP and server. Prints requests/min, completion tokens/s and the share of replies that parse, per setting.
 
     python bench/embedded_generator.py [--requests 8] [--max-tokens 256] [--seconds 240] [--engine serve in-process]
 """
@@ -95,12 +95,12 @@ def measure(model: str, threads: int, batching: bool, busy: bool, temperature: f
     plan = _plan(args, temperature)
     with _load(busy):
         with tempfile.TemporaryDirectory() as tmp, serve(model, Path(tmp) / "server.log", threads=threads,
-                                                         continuous_batching=batching) as base_url:
+                                                         max_batch=8 if batching else 1) as (base_url, name):
             client = client_for(base_url, timeout=args.seconds)
             replies = []
 
             def ask(req):
-                r = client.chat.completions.create(model=model, messages=req.messages, temperature=req.temperature,
+                r = client.chat.completions.create(model=name, messages=req.messages, temperature=req.temperature,
                                                    max_tokens=args.max_tokens)
                 replies.append(r)
 
@@ -111,7 +111,7 @@ def measure(model: str, threads: int, batching: bool, busy: bool, temperature: f
             pool.shutdown(wait=False, cancel_futures=True)  # stopping the server ends what is still in flight
     tokens = sum(r.usage.completion_tokens for r in replies if r.usage)
     parsed = _parsed([r.choices[0].message.content for r in replies])
-    return {"engine": "transformers serve", "temperature": temperature, "threads": threads, "batching": batching, "busy": busy, "done": len(replies), "sent": len(plan),
+    return {"engine": "server", "temperature": temperature, "threads": threads, "batching": batching, "busy": busy, "done": len(replies), "sent": len(plan),
             "seconds": round(elapsed, 1), "requests_per_min": round(60 * len(replies) / elapsed, 2),
             "tokens_per_s": round(tokens / elapsed, 2), "parsed": parsed}
 

@@ -59,18 +59,19 @@ def _generate(job: GenerationJob, settings: GenerationSettings, storage, log_dir
     s, todo = settings, job.todo
     base_url, concurrency, timeout, endpoint_model = s.base_url, s.concurrency, s.request_timeout, None
     if base_url is None:
-        # The embedded server generates one reply at a time on a CPU; more requests in flight only queue
-        # and then time out.
-        concurrency, timeout = min(concurrency, 2), max(timeout, 900.0)
+        # The embedded server answers the requests in flight together, in one batch: a CPU step over 8 rows
+        # costs little more than over one. A batch of long replies takes minutes.
+        timeout = max(timeout, 1800.0)
     with ExitStack() as stack:
         # Entered before the server, so left after it: on Ctrl-C the server stops first, its requests in
         # flight fail at once, and the runner's shutdown does not wait for them to finish generating.
         runner = stack.enter_context(ThreadPoolTaskRunner(max_workers=concurrency))
         stack.callback(STOPPING.clear)
         if base_url is None:
-            endpoint_model = resolve_model(s.model)
-            base_url = stack.enter_context(serve(endpoint_model, log_dir / "generator-server.log", threads=EMBEDDED_THREADS))
-            get_run_logger().info(f"serving {endpoint_model} at {base_url} (concurrency {concurrency})")
+            base_url, endpoint_model = stack.enter_context(
+                serve(str(resolve_model(s.model)), log_dir / "generator-server.log", threads=EMBEDDED_THREADS,
+                      max_batch=concurrency))
+            get_run_logger().info(f"serving {endpoint_model} at {base_url} (batches of up to {concurrency})")
         task = generate_batch_task.with_options(retries=s.retries,
                                                 retry_delay_seconds=exponential_backoff(backoff_factor=s.retry_delay))
         futures = {runner.submit(task, parameters=dict(
@@ -127,7 +128,7 @@ def build_dataset(
 ) -> dict:
     """Build a chat-format QA dataset from documents; returns the report also written to OUT/report.json.
 
-    With no settings.base_url, a small local instruct model is served on loopback with `transformers serve`.
+    With no settings.base_url, a small local instruct model is served on loopback (memorize.local_server).
     """
     logger, started, out_dir, s = get_run_logger(), time.perf_counter(), Path(out), settings
     storage = result_storage(cache_dir)

@@ -146,14 +146,9 @@ def cmd_ask(a: argparse.Namespace) -> int:
 
 
 def cmd_serve(a: argparse.Namespace) -> int:
-    import uvicorn
+    from memorize.chat import serve_forever
 
-    from memorize.chat import ChatModel, create_app
-
-    chat = ChatModel(a.model_dir)
-    served = chat.name + (f" and {chat.base_name} (the base model)" if chat.base_name else "")
-    print(f"serving {served} at http://{a.host}:{a.port}/v1 (OpenAI-compatible; Ctrl-C stops)", flush=True)
-    uvicorn.run(create_app(chat), host=a.host, port=a.port, log_level="warning")
+    serve_forever(a.model_dir, a.host, a.port, a.max_batch, a.log_level)
     return 0
 
 
@@ -338,6 +333,9 @@ def build_parser() -> argparse.ArgumentParser:
                      "name. Any OpenAI client, Open WebUI or agent framework can use it.")
     p.add_argument("--host", default="127.0.0.1", help="(default %(default)s; 0.0.0.0 to serve other machines)")
     p.add_argument("--port", type=int, default=8000, help="(default %(default)s)")
+    p.add_argument("--max-batch", type=int, default=8, help="requests answered together in one batch, when they "
+                   "arrive together (default %(default)s; 1: one at a time)")
+    p.add_argument("--log-level", default="warning", help="uvicorn's; `info` logs every request (default %(default)s)")
     p.set_defaults(func=cmd_serve)
 
     p = command("watch", "poll a folder and emit a Prefect event per changed document (triggers build-dataset)")

@@ -5,12 +5,67 @@ import copy
 import hashlib
 import json
 from contextlib import nullcontext
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from tqdm.auto import tqdm
+from transformers import LogitsProcessor, LogitsProcessorList
 
 from memorize.models import load_model, load_tokenizer
+
+
+@dataclass
+class Completion:
+    text: str
+    tokens: int  # completion tokens generated
+    stopped: bool  # ended by an end-of-sequence token, not by its token limit
+
+
+class _RowTemperature(LogitsProcessor):
+    """A temperature per row of a batch: requests sampled at different temperatures share forward passes.
+    A row at temperature 0 keeps only its most likely token, so sampling it is greedy decoding."""
+
+    def __init__(self, temperatures: list[float], device):
+        self.t = torch.tensor(temperatures, device=device).unsqueeze(1)
+
+    def __call__(self, input_ids, scores):
+        scores = scores / self.t.clamp(min=1e-5)
+        top = scores.max(dim=-1, keepdim=True).values
+        greedy = torch.where(scores == top, 0.0, float("-inf"))
+        return torch.where(self.t > 0, scores, greedy)
+
+
+def eos_ids(model, tokenizer) -> set[int]:
+    eos = model.generation_config.eos_token_id
+    ids = set(eos if isinstance(eos, list) else [eos]) if eos is not None else set()
+    return ids | ({tokenizer.eos_token_id} if tokenizer.eos_token_id is not None else set())
+
+
+@torch.inference_mode()
+def complete(model, tokenizer, prompts: list[str], max_new_tokens: list[int],
+             temperatures: list[float] | None = None) -> list[Completion]:
+    """Continue rendered prompts in one left-padded `generate`: on a CPU a forward pass over a batch costs
+    little more than over one row (the weights are read once per step), so requests in flight share them.
+    Each row keeps its own token limit and temperature (None: greedy)."""
+    tok = copy.copy(tokenizer)  # a caller's tokenizer (e.g. a trainer's) keeps its padding side
+    tok.padding_side = "left"  # generation continues from the right end of every row
+    # The template already wrote any BOS token; don't let the tokenizer add a second one.
+    enc = tok(prompts, return_tensors="pt", padding=True, add_special_tokens=False).to(model.device)
+    temperatures = temperatures or [0.0] * len(prompts)
+    sampling = ({"do_sample": True, "temperature": 1.0, "top_p": 1.0, "top_k": 0,
+                 "logits_processor": LogitsProcessorList([_RowTemperature(temperatures, model.device)])}
+                if any(t > 0 for t in temperatures) else {"do_sample": False})  # overrides generation_config's
+    out = model.generate(**enc, max_new_tokens=max(max_new_tokens), pad_token_id=tok.pad_token_id, **sampling)
+    stop = eos_ids(model, tok)
+    results = []
+    for row, limit in zip(out[:, enc["input_ids"].shape[1]:].tolist(), max_new_tokens, strict=True):
+        end = next((i for i, t in enumerate(row[:limit]) if t in stop), None)
+        ids = row[:limit] if end is None else row[:end]
+        results.append(Completion(tok.decode(ids, skip_special_tokens=True).strip(), len(ids) + (end is not None),
+                                  end is not None))
+    return results
+
 
 def _supports_system(tokenizer) -> bool:
     """Some templates reject a system turn (raise), others silently drop it."""
@@ -71,9 +126,7 @@ class Answerer:
     def __init__(self, model, tokenizer, has_adapter: bool, system_prompt: str | None = None):
         # No system prompt by default: questions are asked exactly as in the training rows (a user
         # turn under the template's own default), so the fine-tuned model is tested on what it learned.
-        self.tokenizer = copy.copy(tokenizer)  # a caller's tokenizer (e.g. a trainer's) keeps its padding side
-        self.tokenizer.padding_side = "left"  # generation continues from the right end of every row
-        self.model, self.has_adapter = model, has_adapter
+        self.model, self.tokenizer, self.has_adapter = model, tokenizer, has_adapter
         self.system_prompt = system_prompt if system_prompt and _supports_system(self.tokenizer) else None
 
     @classmethod
@@ -88,19 +141,8 @@ class Answerer:
             messages.insert(0, {"role": "system", "content": self.system_prompt})
         return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
 
-    @torch.inference_mode()
     def _generate(self, prompts: list[str], max_new_tokens: int) -> list[str]:
-        # The template already wrote any BOS token; don't let the tokenizer add a second one.
-        enc = self.tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
-        enc = enc.to(self.model.device)
-        out = self.model.generate(
-            **enc,
-            do_sample=False,  # overrides the model's generation_config, which may turn sampling on
-            max_new_tokens=max_new_tokens,
-            pad_token_id=self.tokenizer.pad_token_id,
-        )
-        new_tokens = out[:, enc["input_ids"].shape[1]:]
-        return [t.strip() for t in self.tokenizer.batch_decode(new_tokens, skip_special_tokens=True)]
+        return [c.text for c in complete(self.model, self.tokenizer, prompts, [max_new_tokens] * len(prompts))]
 
     def answer(self, questions: list[str], contexts: list[str] | None = None, batch_size: int = 8,
                max_new_tokens: int = 128, use_adapter: bool = True, progress: bool = True,

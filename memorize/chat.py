@@ -12,6 +12,7 @@ from pathlib import Path
 import torch
 from pydantic import BaseModel
 
+from memorize.answering import complete, eos_ids
 from memorize.models import ModelLoadError, load_model, load_tokenizer
 
 
@@ -72,15 +73,71 @@ class ChatModel:
             raise result["error"]
         prompt_tokens = enc["input_ids"].shape[1]
         new = result["ids"][0, prompt_tokens:]
-        ended = bool(len(new)) and new[-1].item() in _eos_ids(self.model, self.tokenizer)
+        ended = bool(len(new)) and new[-1].item() in eos_ids(self.model, self.tokenizer)
         usage = {"prompt_tokens": prompt_tokens, "completion_tokens": len(new), "total_tokens": prompt_tokens + len(new)}
         return "".join(pieces).strip(), "stop" if ended or len(new) < max_new_tokens else "length", usage
 
 
-def _eos_ids(model, tokenizer) -> set[int]:
-    eos = model.generation_config.eos_token_id
-    ids = set(eos if isinstance(eos, list) else [eos]) if eos is not None else set()
-    return ids | ({tokenizer.eos_token_id} if tokenizer.eos_token_id is not None else set())
+    def complete(self, requests: list[tuple[list[dict], int, float]], use_adapter: bool = True) -> list[tuple[str, str, dict]]:
+        """(text, finish_reason, usage) for each (messages, max_new_tokens, temperature), in one batch."""
+        prompts = [self.tokenizer.apply_chat_template(m, tokenize=False, add_generation_prompt=True) for m, _, _ in requests]
+        switch = self.model.disable_adapter() if self.base_name and not use_adapter else nullcontext()
+        with switch:
+            done = complete(self.model, self.tokenizer, prompts, [n for _, n, _ in requests], [t for _, _, t in requests])
+        out = []
+        for prompt, c in zip(prompts, done, strict=True):
+            n = len(self.tokenizer(prompt, add_special_tokens=False)["input_ids"])
+            out.append((c.text, "stop" if c.stopped else "length",
+                        {"prompt_tokens": n, "completion_tokens": c.tokens, "total_tokens": n + c.tokens}))
+        return out
+
+
+class Batcher:
+    """Collects the requests that arrive together and answers them in one `ChatModel.complete` batch.
+
+    A request waits at most `window` seconds for company; a batch holds at most `max_batch` requests
+    (of one model: fine-tuned or base). `lock` keeps one generation at a time on the model."""
+
+    def __init__(self, chat: ChatModel, lock: threading.Lock, max_batch: int = 8, window: float = 0.05):
+        import queue
+
+        self.chat, self.lock, self.max_batch, self.window = chat, lock, max_batch, window
+        self.queue: queue.Queue = queue.Queue()
+        threading.Thread(target=self._run, daemon=True).start()
+
+    def submit(self, messages: list[dict], max_new_tokens: int, temperature: float, use_adapter: bool):
+        item = {"request": (messages, max_new_tokens, temperature), "adapter": use_adapter, "done": threading.Event()}
+        self.queue.put(item)
+        item["done"].wait()
+        if "error" in item:
+            raise item["error"]
+        return item["result"]
+
+    def _run(self) -> None:
+        import queue
+
+        while True:
+            batch = [self.queue.get()]
+            deadline = time.monotonic() + self.window
+            while len(batch) < self.max_batch and (left := deadline - time.monotonic()) > 0:
+                try:
+                    batch.append(self.queue.get(timeout=left))
+                except queue.Empty:
+                    break
+            for use_adapter in (True, False):
+                group = [i for i in batch if i["adapter"] == use_adapter]
+                if not group:
+                    continue
+                try:
+                    with self.lock:
+                        results = self.chat.complete([i["request"] for i in group], use_adapter)
+                    for i, r in zip(group, results, strict=True):
+                        i["result"] = r
+                except Exception as exc:  # reaches every caller of the batch
+                    for i in group:
+                        i["error"] = exc
+                for i in group:
+                    i["done"].set()
 
 
 def chat_loop(chat: ChatModel, read=input, write=print, max_new_tokens: int = 256, temperature: float = 0.0,
@@ -122,15 +179,17 @@ class ChatRequest(BaseModel):  # the OpenAI fields this server honours; others a
     stream: bool = False
 
 
-def create_app(chat: ChatModel):
+def create_app(chat: ChatModel, max_batch: int = 8):
     """FastAPI app with the OpenAI chat-completions API (streaming included). The fine-tuned model is served
     as `chat.name`; with an adapter, the base model as `chat.base_name` (adapter off, same weights).
-    One generation at a time: a single model in memory."""
+    One generation at a time on the single model in memory; requests without streaming that arrive
+    together share it, up to max_batch at once."""
     from fastapi import FastAPI, HTTPException
     from fastapi.responses import StreamingResponse
 
     app = FastAPI(title=f"memorize: {chat.name}")
     lock = threading.Lock()
+    batcher = Batcher(chat, lock, max_batch)
     names = [chat.name] + ([chat.base_name] if chat.base_name else [])
 
     @app.get("/health")
@@ -179,10 +238,27 @@ def create_app(chat: ChatModel):
                 yield "data: [DONE]\n\n"
 
             return StreamingResponse(events(), media_type="text/event-stream")
-        with lock:
-            text, finish, usage = chat.reply(messages, limit, req.temperature, use_adapter)
+        text, finish, usage = batcher.submit(messages, limit, req.temperature, use_adapter)
         return {"id": ident, "object": "chat.completion", "created": created, "model": model,
                 "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": finish}],
                 "usage": usage}
 
     return app
+
+
+def serve_forever(model_dir: str, host: str = "127.0.0.1", port: int = 8000, max_batch: int = 8,
+                  log_level: str = "warning") -> None:
+    """`memorize serve`, and the embedded generator's server (`python -m memorize.chat MODEL_DIR PORT MAX_BATCH`)."""
+    import uvicorn
+
+    chat = ChatModel(model_dir)
+    served = chat.name + (f" and {chat.base_name} (the base model)" if chat.base_name else "")
+    print(f"serving {served} at http://{host}:{port}/v1 (OpenAI-compatible; Ctrl-C stops)", flush=True)
+    # A short graceful shutdown: a stopped server must not wait for a generation in progress to finish.
+    uvicorn.run(create_app(chat, max_batch), host=host, port=port, log_level=log_level, timeout_graceful_shutdown=1)
+
+
+if __name__ == "__main__":
+    import sys
+
+    serve_forever(sys.argv[1], port=int(sys.argv[2]), max_batch=int(sys.argv[3]), log_level="info")

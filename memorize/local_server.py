@@ -1,4 +1,6 @@
-"""`transformers serve` on a loopback port: the embedded OpenAI-compatible generator."""
+"""The embedded OpenAI-compatible generator: `memorize serve`'s server (memorize.chat) for a local model on
+a loopback port, in its own process (its CPU-bound generation does not hold this process's GIL),
+answering the requests in flight together in batches."""
 from __future__ import annotations
 
 import os
@@ -50,45 +52,39 @@ def free_port() -> int:
 
 @contextmanager
 def serve(model_dir: str, log_path: Path, startup_timeout: float = 300.0, threads: int | None = None,
-          continuous_batching: bool = False):
-    """Start the server, wait until the model answers, yield its base URL, stop it at exit.
+          max_batch: int = 8):
+    """Start the server, wait until the model answers, yield (base URL, the model's name there), stop it at exit.
 
     threads: torch's intra-op threads in the server (OMP_NUM_THREADS); None leaves torch's default.
-    continuous_batching: requests in flight share forward passes (`--continuous-batching`)."""
+    max_batch: requests answered together in one batch (1: one at a time)."""
     port = free_port()
-    exe = Path(sys.executable).with_name("transformers")
-    # `--device auto` (the default) ran 10-20x slower than `--device cpu` on a CPU-only machine.
-    import torch
-
-    device = "auto" if torch.cuda.is_available() else "cpu"
-    cmd = [str(exe) if exe.exists() else "transformers", "serve", model_dir, "--host", "127.0.0.1", "--port", str(port),
-           "--device", device, *(["--continuous-batching"] if continuous_batching else [])]
+    cmd = [sys.executable, "-m", "memorize.chat", model_dir, str(port), str(max_batch)]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", **({"OMP_NUM_THREADS": str(threads)} if threads else {})}
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "ab") as log:
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env,
                                 preexec_fn=_die_with_parent if sys.platform == "linux" else None)
     _running.add(proc)
-    base_url = f"http://127.0.0.1:{port}/v1"
+    root = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + startup_timeout
         while True:
             if proc.poll() is not None:
-                raise ServerError(f"`transformers serve` exited with code {proc.returncode}; see {log_path}")
+                raise ServerError(f"the generator server exited with code {proc.returncode}; see {log_path}")
             try:
-                if httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200:
+                if httpx.get(f"{root}/health", timeout=2).status_code == 200:
                     break
             except httpx.TransportError:
                 pass
             if time.monotonic() > deadline:
-                raise ServerError(f"`transformers serve` did not answer within {startup_timeout:.0f}s; see {log_path}")
+                raise ServerError(f"the generator server did not answer within {startup_timeout:.0f}s; see {log_path}")
             time.sleep(0.5)
-        yield base_url
+        yield f"{root}/v1", httpx.get(f"{root}/v1/models", timeout=10).json()["data"][0]["id"]
     finally:
         _running.discard(proc)
         proc.terminate()
         try:
-            proc.wait(timeout=5)  # it stops in ~1 s when idle; mid-generation it may not listen
+            proc.wait(timeout=5)  # it stops in ~1 s; mid-generation it may not listen
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()

@@ -171,8 +171,8 @@ def test_killed_run_keeps_completed_calls(prefect_server, docs, tmp_path):
 
 
 @pytest.mark.slow
-def test_embedded_default_serves_the_local_model_through_transformers_serve(prefect_server, small_model, tmp_path):
-    """No --base-url: the real SmolLM2 model behind `transformers serve`, through the openai client."""
+def test_embedded_default_serves_the_local_model_on_loopback(prefect_server, small_model, tmp_path):
+    """No --base-url: the real SmolLM2 model behind the embedded server (memorize.chat), through the openai client."""
     doc = tmp_path / "bakery.md"
     doc.write_text("The Plumtree Bakery opens at six in the morning. Its owner is Marta Quell.\n")
     report = build_dataset(documents=[str(doc)], context="Facts about the fictional Plumtree Bakery",
