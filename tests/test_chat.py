@@ -99,3 +99,32 @@ def test_serve_answers_the_openai_client(chat):
     finally:
         server.should_exit = True
         thread.join(timeout=10)
+
+
+def test_requests_in_flight_are_answered_in_one_batch_with_their_own_settings(chat):
+    """Non-streaming requests that arrive together share one batched generate; each keeps its own token
+    limit, temperature and model (fine-tuned or base)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from memorize.chat import Batcher
+
+    calls = []
+    original = chat.complete
+    chat.complete = lambda requests, use_adapter=True: (calls.append((len(requests), use_adapter)),
+                                                        original(requests, use_adapter))[1]
+    try:
+        batcher = Batcher(chat, threading.Lock(), max_batch=8, window=0.5)
+        asks = [([{"role": "user", "content": QUESTION}], 24, 0.0, True),
+                ([{"role": "user", "content": "Where does the Quillmoor ferry leave from?"}], 24, 0.0, True),
+                ([{"role": "user", "content": QUESTION}], 3, 0.0, True),  # its own, smaller limit
+                ([{"role": "user", "content": QUESTION}], 24, 1.0, True),  # sampled
+                ([{"role": "user", "content": QUESTION}], 24, 0.0, False)]  # the base model
+        with ThreadPoolExecutor(len(asks)) as pool:
+            results = list(pool.map(lambda a: batcher.submit(*a), asks))
+    finally:
+        chat.complete = original
+    assert sorted(calls) == [(1, False), (4, True)]  # one batch per model
+    assert "7:40" in results[0][0] and "7:40" in results[1][0]  # padded in a batch, still the learned answer
+    assert results[2][1] == "length" and results[2][2]["completion_tokens"] == 3
+    assert results[3][2]["completion_tokens"] > 0
+    assert "7:40" not in results[4][0]  # the base model does not know it
