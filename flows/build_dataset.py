@@ -29,8 +29,9 @@ from tasks.chunk import chunk_task
 from tasks.extract import extract_task
 from tasks.generate import generate_batch_task
 
-# One torch thread for the embedded generator: 2 threads were only ~20 % faster on an idle 2-core machine
-# (3.8 vs 3.2 tokens/s, bench/embedded_generator.py) but ~10x slower as soon as another process took a core.
+# One torch thread for the embedded generator (bench/embedded_generator.py, batches of 8): 2 threads were
+# faster on an idle 2-core machine (20.6 vs 13.6 tokens/s) but finished nothing in 150 s once another
+# process took a core, where 1 thread kept its pace (14.3 tokens/s).
 EMBEDDED_THREADS = 1
 SLOW_EMBEDDED = 1.0  # tokens/s under which the embedded generator is reported as much slower than expected
 
