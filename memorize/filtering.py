@@ -1,6 +1,8 @@
 """Filters for generated question/answer pairs: a weak teacher's mistakes are learned too.
 
 Each dropped pair gets a reason, counted in report.json:
+- `not_a_question`: no question mark: a small generator that rewrites the chunk as alternating lines
+  ("## Date and Course" / "The race is sailed ...") parses as pairs that ask nothing;
 - `answer_in_question`: the answer's words are all in the question (nothing to learn, it teaches echoing);
 - `unsupported`: under half of the answer's content words occur in the chunk it was written from
   (a cheap lexical check for invented facts);
@@ -34,6 +36,8 @@ def _content(text: str) -> set[str]:
 
 def drop_reason(question: str, answer: str, chunk_text: str) -> str | None:
     """Why a single pair is unusable, or None."""
+    if "?" not in question:
+        return "not_a_question"
     q_words, a_words = _content(question), _content(answer)
     if not a_words - q_words or _norm(answer) in _norm(question):
         return "answer_in_question"

@@ -64,4 +64,5 @@ def generate_pairs(client: openai.OpenAI, model: str, messages: list[dict], temp
             last = exc
     error = ParseError(f"unparseable reply after {parse_attempts} attempts: {last}")
     error.attempts = parse_attempts  # calls made (and paid for) although nothing was kept
+    error.completion_tokens = completion_tokens
     raise error

@@ -33,7 +33,7 @@ def generate_batch_task(requests: list[dict], label: str, storage: LocalFileSyst
                         base_url: str | None, api_key_env: str, timeout: float = 120.0, parse_attempts: int = 3,
                         concurrency_limit: str | None = None, endpoint_model: str | None = None) -> dict:
     """requests: [{key, messages, temperature, max_tokens}]. Returns {"generations": {key: Generation},
-    "failures": {key: (reason, calls made)}}. A transient fault raises, so Prefect retries the batch;
+    "failures": {key: (reason, calls made, completion tokens spent)}}. A transient fault raises, so Prefect retries the batch;
     the requests that already succeeded are then read back from the cache, not asked again.
 
     `model` is the model's name in the cache key; `endpoint_model`, when given, is what the endpoint
@@ -58,12 +58,12 @@ def generate_batch_task(requests: list[dict], label: str, storage: LocalFileSyst
                 gen = generate_pairs(client, endpoint_model or model, r["messages"], r["temperature"],
                                      r["max_tokens"], parse_attempts)
         except ParseError as exc:
-            failures[key] = (f"ParseError: {exc}", exc.attempts)
+            failures[key] = (f"ParseError: {exc}", exc.attempts, exc.completion_tokens)
             continue
         except Exception as exc:
             if is_transient(exc):
                 raise
-            failures[key] = (f"{type(exc).__name__}: {exc}", 1)  # permanent (401, 400, ...): not retried
+            failures[key] = (f"{type(exc).__name__}: {exc}", 1, 0)  # permanent (401, 400, ...): not retried
             continue
         store.write(gen, key=key)  # persisted at once: a killed run keeps it
         generations[key] = gen

@@ -66,6 +66,8 @@ def test_drop_reasons():
     assert drop_reason("Who is the Harbour Warden?", "Ilsa Brannock is the Harbour Warden.", chunk) is None
     assert drop_reason("Is the Kettle buoy painted orange?", "The Kettle buoy is painted orange.", chunk) == "answer_in_question"
     assert drop_reason("Who is the Harbour Warden?", "Captain Morgan Flint of the navy.", chunk) == "unsupported"
+    # A small generator rewriting the chunk as alternating lines: "pairs" that ask nothing.
+    assert drop_reason("## Date and Course", "The race is sailed on the second Saturday of September.", chunk) == "not_a_question"
 
 
 def test_filter_pairs_counts_each_reason_and_keeps_order():

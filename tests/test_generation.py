@@ -9,9 +9,11 @@ import pytest
 
 from memorize import generation
 from memorize.chunking import Chunk, text_sha256
-from memorize.llm import Generation, is_transient
+from memorize.llm import Generation, client_for, generate_pairs, is_transient
 from memorize.plan import estimate
-from memorize.qa_prompt import build_messages, questions_for, temperatures
+from memorize.qa_parse import ParseError
+from memorize.qa_prompt import EXAMPLE_ANSWER, EXAMPLE_QUESTION, build_messages, questions_for, temperatures
+from memorize.testing import FakeLLM
 from memorize.settings import GenerationSettings
 
 TEXTS = ["The Quillmoor ferry leaves Pier Nine at 7:40. Its captain is Orla Venn.",
@@ -33,6 +35,19 @@ def test_the_prompt_holds_the_chunk_the_context_and_the_count():
     text = " ".join(m["content"] for m in messages)
     assert TEXTS[0] in text and "Rules of the Quillmoor ferry" in text and "3" in text
     assert "reverse" in text and messages[-1]["role"] == "user"
+
+
+def test_a_reply_that_only_copies_the_prompts_example_is_unusable_and_its_tokens_still_count():
+    messages = build_messages(TEXTS[0], "Ferry rules", 2)
+    copy = f"Q: {EXAMPLE_QUESTION}\nA: {EXAMPLE_ANSWER}"
+    with FakeLLM() as llm:
+        client = client_for(llm.base_url, timeout=5)
+        llm.replies = [f"{copy}\n{copy}"]  # what SmolLM2-135M writes at low temperature
+        with pytest.raises(ParseError) as err:
+            generate_pairs(client, "m", messages, 0.01, 64, parse_attempts=1)
+        assert err.value.attempts == 1 and err.value.completion_tokens > 0  # paid for, and as slow to write
+        llm.replies = [f"{copy}\nQ: Who captains the Quillmoor ferry?\nA: Orla Venn."]
+        assert generate_pairs(client, "m", messages, 0.01, 64).pairs == [("Who captains the Quillmoor ferry?", "Orla Venn.")]
 
 
 def test_plan_asks_each_chunk_at_each_temperature_and_style_and_takes_cached_replies():
