@@ -13,6 +13,8 @@ Configurations (data -> training):
   strong-ppr5         ... five question/answer pairs per training row (the old default; now 1)
   strong-no-select    ... keeping the last epoch, not the best on held-out QA
   strong-e5           ... 5 epochs (the epoch kept is chosen by held-out QA accuracy, as always)
+  strong+augment      the reference set plus the charter's teacher-free augmentations, as `memorize dataset`
+                      adds them to a strong teacher's pairs by default
   --train KEY=VALUE   any training setting for the configurations of one run, e.g. `--configs strong
                       --train epochs=4 replay_ratio=0.4`: the row is named "strong epochs=4 replay_ratio=0.4"
   augment             no LLM at all: the teacher-free augmentations only (`memorize dataset --temperatures 0`)
@@ -73,6 +75,12 @@ def _build(name: str, data: Path, args, held_out: list[str]) -> dict:
     started = time.perf_counter()
     if name.startswith("strong"):
         qa = [{**r, "split": assign_split(r["question"], r["answer"], DEFAULT_TEST_RATIO)} for r in read_jsonl(REFERENCE)]
+        if name == "strong+augment":
+            from memorize.augment import augment_chunks
+
+            qa += [{**p, "origin": f"augment:{p['kind']}", "split": assign_split(p["question"], p["answer"],
+                                                                                DEFAULT_TEST_RATIO)}
+                   for p in augment_chunks([c.to_dict() for c in _charter_chunks()], CONTEXT, DEFAULTS.augment)]
     else:
         generate = name.startswith("embedded")
         kinds = [] if name == "embedded-no-augment" else [k for k in DEFAULTS.augment if name != f"augment-no-{k}"]
@@ -88,14 +96,18 @@ def _build(name: str, data: Path, args, held_out: list[str]) -> dict:
     return {"pairs": len(qa), "removed_near_duplicates": removed, "data_minutes": (time.perf_counter() - started) / 60}
 
 
+def _charter_chunks() -> list:
+    from memorize.chunking import chunk_document
+    from memorize.extract import extract
+
+    return chunk_document(extract(DOC), DEFAULTS.chunk_tokens, DEFAULTS.chunk_overlap)
+
+
 def _chunks_for_in_context(data: Path) -> None:
     """The strong configurations have no chunks.jsonl; the in-context ceiling reads the charter's chunks."""
     if not (data / "chunks.jsonl").exists():
-        from memorize.chunking import chunk_document
-        from memorize.extract import extract
-
         with open(data / "chunks.jsonl", "w", encoding="utf-8") as f:
-            for c in chunk_document(extract(DOC)):
+            for c in _charter_chunks():
                 f.write(json.dumps(c.to_dict(), ensure_ascii=False) + "\n")
 
 
@@ -185,7 +197,8 @@ def table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-CONFIGS = ["strong-old", "strong", "strong-no-replay", "strong-batch8", "strong-ppr5", "strong-no-select", "strong-e5", "augment", "augment+cloze",
+CONFIGS = ["strong-old", "strong", "strong-no-replay", "strong-batch8", "strong-ppr5", "strong-no-select", "strong-e5",
+           "strong+augment", "augment", "augment+cloze",
            *[f"augment-no-{k}" for k in DEFAULTS.augment], "embedded", "embedded-t1", "embedded-no-augment"]
 
 
