@@ -33,8 +33,8 @@ def generate_batch_task(requests: list[dict], label: str, storage: LocalFileSyst
                         base_url: str | None, api_key_env: str, timeout: float = 120.0, parse_attempts: int = 3,
                         concurrency_limit: str | None = None, endpoint_model: str | None = None) -> dict:
     """requests: [{key, messages, temperature, max_tokens}]. Returns {"generations": {key: Generation},
-    "failures": {key: (reason, calls made, completion tokens spent)}}. A transient fault raises, so Prefect retries the batch;
-    the requests that already succeeded are then read back from the cache, not asked again.
+    "failures": {key: (reason, calls made, completion tokens spent)}}. A transient fault raises, so Prefect
+    retries the batch; the requests that already succeeded are then read back from the cache, not asked again.
 
     `model` is the model's name in the cache key; `endpoint_model`, when given, is what the endpoint
     calls it (the embedded server answers only to its folder path, which differs per machine)."""

@@ -13,8 +13,8 @@ from memorize.llm import Generation, client_for, generate_pairs, is_transient
 from memorize.plan import estimate
 from memorize.qa_parse import ParseError
 from memorize.qa_prompt import EXAMPLE_ANSWER, EXAMPLE_QUESTION, build_messages, questions_for, temperatures
-from memorize.testing import FakeLLM
 from memorize.settings import GenerationSettings
+from memorize.testing import FakeLLM
 
 TEXTS = ["The Quillmoor ferry leaves Pier Nine at 7:40. Its captain is Orla Venn.",
          "The fare is four crowns. Children under six travel free."]
