@@ -292,6 +292,8 @@ def train(config: TrainConfig, progress: bool = True) -> TrainResult:
     adapter_dir = out / "adapter"
     trainer.model.save_pretrained(adapter_dir)
     tokenizer.save_pretrained(adapter_dir)
+    if config.adapter_scale != 1:
+        scale_adapter(adapter_dir, config.adapter_scale)
     del trainer
     _free_memory()  # the merge below reloads the base model
 
@@ -336,6 +338,16 @@ def train(config: TrainConfig, progress: bool = True) -> TrainResult:
         final_eval_loss=metrics["final_eval_loss"], runtime_s=history["runtime_s"],
         tokens_per_s=history["tokens_per_s"], qa_by_epoch=history["qa_by_epoch"], selected_epoch=selected,
     )
+
+
+def scale_adapter(adapter_dir: Path, factor: float) -> None:
+    """Multiply a saved LoRA adapter's update by `factor` through its alpha, which peft, vLLM and the merge
+    read from adapter_config.json (scaling = alpha / r)."""
+    path = Path(adapter_dir) / "adapter_config.json"
+    cfg = json.loads(path.read_text())
+    cfg["lora_alpha"] = cfg["lora_alpha"] * factor
+    cfg["alpha_pattern"] = {k: v * factor for k, v in (cfg.get("alpha_pattern") or {}).items()}
+    path.write_text(json.dumps(cfg, indent=2))
 
 
 def _free_memory() -> None:

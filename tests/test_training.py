@@ -9,7 +9,7 @@ from memorize.models import ModelLoadError, load_tokenizer
 from memorize.answering import Answerer
 from memorize.scoring import score
 from memorize.training import (
-    IGNORE_INDEX, SELECT_MAX_NEW_TOKENS, TrainConfig, TrainingInputError, tokenize_conversation, train,
+    IGNORE_INDEX, SELECT_MAX_NEW_TOKENS, TrainConfig, TrainingInputError, scale_adapter, tokenize_conversation, train,
 )
 
 FACTS = [
@@ -129,6 +129,30 @@ def test_adapter_loads_and_makes_trained_answers_likelier(trained):
     assert tuned_nll < 0.6 * base_nll, (base_nll, tuned_nll)
     merged = AutoModelForCausalLM.from_pretrained(str(result.merged_dir), dtype=torch.float32)
     assert answer_nll(merged, tok, FACTS[:3]) == pytest.approx(tuned_nll, abs=1e-3)
+
+
+@pytest.mark.slow
+def test_a_scaled_adapter_answers_between_the_base_and_the_fine_tuned_model(trained, tmp_path):
+    import shutil
+
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    config, result = trained
+    tok = load_tokenizer(str(result.adapter_dir))
+    half = tmp_path / "half"
+    shutil.copytree(result.adapter_dir, half)
+    scale_adapter(half, 0.5)
+
+    def nll(adapter=None):
+        model = AutoModelForCausalLM.from_pretrained(config.base_model, dtype=torch.float32)
+        model = PeftModel.from_pretrained(model, str(adapter)).eval() if adapter else model
+        return answer_nll(model, tok, FACTS[:3]), model
+
+    (base_nll, _), (full_nll, full), (half_nll, halved) = nll(), nll(result.adapter_dir), nll(half)
+    assert full_nll < half_nll < base_nll, (full_nll, half_nll, base_nll)
+    q_proj = lambda m: m.base_model.model.model.layers[0].self_attn.q_proj  # noqa: E731
+    assert q_proj(halved).scaling["default"] == pytest.approx(q_proj(full).scaling["default"] / 2)
 
 
 @pytest.mark.slow
