@@ -1,7 +1,7 @@
 """Filters for generated question/answer pairs: a weak teacher's mistakes are learned too.
 
 Each dropped pair gets a reason, counted in report.json:
-- `not_a_question`: no question mark: a small generator that rewrites the chunk as alternating lines
+- `not_a_question`: no question mark (Latin, full-width or Arabic): a small generator that rewrites the chunk as alternating lines
   ("## Date and Course" / "The race is sailed ...") parses as pairs that ask nothing;
 - `answer_in_question`: the answer's words are all in the question (nothing to learn, it teaches echoing);
 - `unsupported`: under half of the answer's content words occur in the chunk it was written from
@@ -19,6 +19,7 @@ from rapidfuzz import fuzz, process
 
 NEAR_DUPLICATE = 92  # rapidfuzz ratio (0-100) of two normalised question + answer texts
 SEEN_QUESTION = 85  # ratio at which a training question counts as a rewording of an evaluation question
+QUESTION_MARKS = ("?", "？", "؟")  # Latin, full-width (Chinese, Japanese), Arabic
 MIN_SUPPORT = 0.5  # share of the answer's new content words that must occur in the chunk
 _STOP = set("""a an the and or but of in on at to for from by with as is are was were be been being it its this that
     these those there their they them he she his her we you i do does did not no yes can may must will would should
@@ -36,7 +37,7 @@ def _content(text: str) -> set[str]:
 
 def drop_reason(question: str, answer: str, chunk_text: str) -> str | None:
     """Why a single pair is unusable, or None."""
-    if "?" not in question:
+    if not any(mark in question for mark in QUESTION_MARKS):
         return "not_a_question"
     q_words, a_words = _content(question), _content(answer)
     if not a_words - q_words or _norm(answer) in _norm(question):

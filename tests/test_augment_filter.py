@@ -68,6 +68,7 @@ def test_drop_reasons():
     assert drop_reason("Who is the Harbour Warden?", "Captain Morgan Flint of the navy.", chunk) == "unsupported"
     # A small generator rewriting the chunk as alternating lines: "pairs" that ask nothing.
     assert drop_reason("## Date and Course", "The race is sailed on the second Saturday of September.", chunk) == "not_a_question"
+    assert drop_reason("港务长是谁？", "港务长是 Ilsa Brannock。", "港务长是 Ilsa Brannock。") is None  # a full-width question mark
 
 
 def test_filter_pairs_counts_each_reason_and_keeps_order():
