@@ -381,8 +381,6 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: {exc}", file=sys.stderr)
             return 2
     args = parser.parse_args(argv)
-    if args.command in CONFIGURABLE and not getattr(args, "dry_run", False):
-        _write_config(Path(args.out) / "config.yaml", effective_config(commands[args.command], args))
     # The temporary Prefect server would try to send telemetry, which fails (and logs errors) offline.
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     # The temporary server takes 13-18 s to start on an idle 2-core machine; Prefect gives up after 20 s,
@@ -402,6 +400,11 @@ def main(argv: list[str] | None = None) -> int:
 
     previous = {s: signal.signal(s, stop) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
+        if args.command in CONFIGURABLE:
+            for section in filter(None, _groups(commands[args.command])):
+                settings_from(args, section)  # a bad setting is reported before anything is written
+            if not getattr(args, "dry_run", False):  # train and eval have no dry run
+                _write_config(Path(args.out) / "config.yaml", effective_config(commands[args.command], args))
         return args.func(args)
     except ModelLoadError as exc:
         print(f"error: {exc}", file=sys.stderr)

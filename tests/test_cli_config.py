@@ -79,8 +79,10 @@ def test_every_setting_is_a_flag_with_its_fields_default_and_reaches_its_field()
     assert evaluation.batch_size == 3
 
 
-def test_a_setting_out_of_range_names_its_flag(capsys):
-    assert main(["dataset", "doc.md", "--context", "c", "--out", "o", "--temperatures", "-1"]) == 2
+def test_a_setting_out_of_range_names_its_flag_and_writes_nothing(tmp_path, capsys):
+    out = tmp_path / "o"
+    assert main(["dataset", "doc.md", "--context", "c", "--out", str(out), "--temperatures", "-1"]) == 2
     assert "--temperatures: Input should be greater than or equal to 0" in capsys.readouterr().err
+    assert not out.exists()  # no config.yaml holding the refused value
     with pytest.raises(SystemExit):  # a generation flag is no training flag: argparse refuses it
         main(["train", "data", "--out", "o", "--augment", "span"])
