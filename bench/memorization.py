@@ -34,6 +34,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 import time
 from pathlib import Path
 
@@ -123,9 +124,40 @@ def _label(name: str, args) -> str:
     return name + "".join(f" {k}={v}" for k, v in args.train.items())
 
 
-def run(name: str, args, base_model: str, held_out: list[str]) -> dict:
+def _folder(args, label: str) -> Path:
+    return Path(args.out) / label.replace(" ", "_")
+
+
+def reuse(name: str, args, previous: dict[str, dict]) -> tuple[dict, Path, Path]:
+    """--eval-only: the earlier row, its data and its adapter; with `--train adapter_scale=X`, a copy of the
+    unscaled configuration's adapter scaled by X (what training with that setting saves), under its own label."""
+    import shutil
+
+    from memorize.training import scale_adapter
+
     label = _label(name, args)
-    out = Path(args.out) / label.replace(" ", "_")
+    factor = float(args.train.get("adapter_scale", 1))
+    source = _label(name, argparse.Namespace(train={k: v for k, v in args.train.items() if k != "adapter_scale"}))
+    adapter = _folder(args, source) / "model" / "adapter"
+    if source not in previous or not adapter.is_dir():
+        sys.exit(f"--eval-only: no trained configuration {source!r} in {args.out} (train it first)")
+    if factor != 1:
+        scaled = _folder(args, label) / "model" / "adapter"
+        shutil.rmtree(scaled, ignore_errors=True)
+        shutil.copytree(adapter, scaled)
+        scale_adapter(scaled, factor)
+        adapter = scaled
+    row = {**previous[source], "config": label}
+    row["hyperparameters"] = {**row["hyperparameters"], "adapter_scale": factor}
+    return row, _folder(args, source) / "data", adapter
+
+
+def run(name: str, args, base_model: str, held_out: list[str], previous: dict[str, dict]) -> dict:
+    label = _label(name, args)
+    out = _folder(args, label)
+    if args.eval_only:
+        row, data, adapter = reuse(name, args, previous)
+        return {**row, **evaluate_row(args, base_model, data, out, adapter)}
     data = out / "data"
     row = {"config": label, **_build(name, data, args, held_out)}
     _chunks_for_in_context(data)
@@ -145,11 +177,20 @@ def run(name: str, args, base_model: str, held_out: list[str]) -> dict:
     row["train_minutes"] = (time.perf_counter() - started) / 60
     row["final_train_loss"] = result.final_train_loss
     row["qa_by_epoch"], row["selected_epoch"] = result.qa_by_epoch, result.selected_epoch
+    row["hyperparameters"] = {**{k: getattr(config, k) for k in ("learning_rate", "epochs", "lora_r", "lora_alpha",
+                                                                 "batch_size", "replay_ratio", "select_epoch",
+                                                                 "adapter_scale")},
+                              "pairs_per_row": _pairs_per_row(name)}
+    return {**row, **evaluate_row(args, base_model, data, out, result.adapter_dir)}
+
+
+def evaluate_row(args, base_model: str, data: Path, out: Path, adapter: Path) -> dict:
+    """The held-out questions (per kind, paraphrased+reversed) and general knowledge, closed-book and in-context."""
     started = time.perf_counter()
-    summary = evaluate(base_model, str(result.adapter_dir), data, out / "eval",
+    summary = evaluate(base_model, str(adapter), data, out / "eval",
                        EvalSettings(questions=str(QUESTIONS), max_test_questions=0), max_new_tokens=64, progress=False,
                        answer_cache=Path(args.out) / "answer-cache.json")
-    row["eval_minutes"] = (time.perf_counter() - started) / 60
+    row = {"eval_minutes": (time.perf_counter() - started) / 60}
     for system in ("base", "fine_tuned", "in_context"):
         row[system] = _accuracy(summary[system])
         row[f"{system}_kinds"] = {k: _accuracy(summary[system], k) for k in summary[system]["kinds"]}
@@ -157,10 +198,7 @@ def run(name: str, args, base_model: str, held_out: list[str]) -> dict:
     hard = [r for r in records if r.get("kind") in ("paraphrased", "reversed")]
     for system in ("base", "fine_tuned", "in_context"):
         row[f"{system}_paraphrased_reversed"] = (sum(bool(r[system]["correct"]) for r in hard) / len(hard), len(hard))
-    row["general"] = {k: summary["forgetting"][k] for k in ("n", "base_accuracy", "fine_tuned_accuracy")}
-    row["hyperparameters"] = {**{k: getattr(config, k) for k in ("learning_rate", "epochs", "lora_r", "lora_alpha",
-                                                                 "batch_size", "replay_ratio", "select_epoch")},
-                              "pairs_per_row": _pairs_per_row(name)}
+    row["general"] = {k: summary["forgetting"][k] for k in ("n", "base_accuracy", "fine_tuned_accuracy", "paired")}
     return row
 
 
@@ -170,15 +208,26 @@ def _pct(value) -> str:
     return f"{value[0]:.0%}" if isinstance(value, (tuple, list)) else f"{value:.0%}"  # (accuracy, n) pairs
 
 
+def _general(g: dict) -> str:
+    """base → fine-tuned, with the paired change's 95 % interval in points (rows of older runs have none)."""
+    cell = f"{_pct(g['base_accuracy'])} → {_pct(g['fine_tuned_accuracy'])}"
+    paired = g.get("paired")
+    if paired and paired["n"]:
+        lo, hi = (round(100 * x) for x in paired["ci95"])
+        cell += f" ({round(100 * paired['change']):+d}; {lo:+d} to {hi:+d})"
+    return cell
+
+
 def _setting(h: dict) -> str:
     return (f"lr {h['learning_rate']:g}, {h['epochs']:g} ep, {h['pairs_per_row']} pair/row, batch {h['batch_size']}, "
-            f"replay {h['replay_ratio']:g}, {'best epoch' if h['select_epoch'] else 'last epoch'}")
+            f"replay {h['replay_ratio']:g}, {'best epoch' if h['select_epoch'] else 'last epoch'}"
+            + (f", adapter ×{h['adapter_scale']:g}" if h.get("adapter_scale", 1) != 1 else ""))
 
 
 def table(rows: list[dict]) -> str:
     head = ("| config | training setting | pairs | base | fine-tuned | in-context | fine-tuned: direct / paraphrased / "
             "reversed / multi | paraphrased+reversed: base → fine-tuned (in-context) | general knowledge base → "
-            "fine-tuned | minutes (data + train + eval) |")
+            "fine-tuned (change; 95 % interval, points) | minutes (data + train + eval) |")
     lines = [head, "|" + "---|" * 10]
     for r in rows:
         kinds = " / ".join(_pct(r["fine_tuned_kinds"].get(k)) for k in ("direct", "paraphrased", "reversed", "multi"))
@@ -188,7 +237,7 @@ def table(rows: list[dict]) -> str:
             f"| {r['config']} | {_setting(r['hyperparameters'])}{kept} | {r['pairs']} | {_pct(r['base'])} "
             f"| **{_pct(r['fine_tuned'])}** | {_pct(r['in_context'])} "
             f"| {kinds} | {_pct(r['base_paraphrased_reversed'])} → **{_pct(r['fine_tuned_paraphrased_reversed'])}** "
-            f"({_pct(r['in_context_paraphrased_reversed'])}) | {_pct(g['base_accuracy'])} → {_pct(g['fine_tuned_accuracy'])} "
+            f"({_pct(r['in_context_paraphrased_reversed'])}) | {_general(g)} "
             f"| {r['data_minutes']:.1f} + {r['train_minutes']:.1f} + {r['eval_minutes']:.1f} |")
     n = rows[0]
     lines.append(f"\nn: {n['fine_tuned'][1]} held-out questions "
@@ -212,6 +261,9 @@ def main() -> None:
     ap.add_argument("--train", nargs="+", default=[], metavar="KEY=VALUE",
                     help="training settings for every configuration of this run, e.g. epochs=4 replay_ratio=0.4 "
                          "(memorize.settings.TrainSettings); the table names them beside the configuration")
+    ap.add_argument("--eval-only", action="store_true",
+                    help="re-evaluate the adapters an earlier run saved in OUT (e.g. after the questions changed); "
+                         "with --train adapter_scale=X, a scaled copy of each")
     args = ap.parse_args()
     try:
         args.train = dict(kv.split("=", 1) for kv in args.train)
@@ -224,9 +276,10 @@ def main() -> None:
     # Configurations measured by an earlier run into the same OUT stay in the table unless re-run.
     rows = [r for r in (json.loads(summary_path.read_text()) if summary_path.exists() else [])
             if r["config"] not in {_label(n, args) for n in args.configs}]
+    previous = {r["config"]: r for r in json.loads(summary_path.read_text())} if summary_path.exists() else {}
     for name in args.configs:
         started = time.perf_counter()
-        rows.append({**run(name, args, base_model, held_out), "minutes": (time.perf_counter() - started) / 60})
+        rows.append({**run(name, args, base_model, held_out, previous), "minutes": (time.perf_counter() - started) / 60})
         summary_path.write_text(json.dumps(rows, indent=2))  # a long run keeps what it has measured
         print(table(rows[-1:]).splitlines()[2], flush=True)
     print("\n" + table(rows))

@@ -7,7 +7,7 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 from memorize import DEFAULT_CACHE_DIR
-from memorize.evaluation import SYSTEMS, pct, seen_warning
+from memorize.evaluation import SYSTEMS, forgetting_line, pct, seen_warning
 from memorize.local_model import resolve_model
 from memorize.settings import EvalSettings
 from tasks.evaluate import evaluate_task
@@ -26,7 +26,7 @@ def accuracy_lines(summary: dict) -> list[str]:
     if f["n"]:
         lines.append(f" forgetting: general knowledge base {pct(f['base_accuracy'])} -> "
                      f"fine-tuned {pct(f['fine_tuned_accuracy'])} (n={f['n']})")
-    return lines + seen_warning(summary)
+    return lines + forgetting_line(summary) + seen_warning(summary)
 
 
 @flow(name="evaluate")

@@ -24,7 +24,7 @@ import re
 from dataclasses import dataclass
 
 KINDS = ("passage", "span", "reverse", "cloze")
-AUGMENT_VERSION = 1  # part of the cache key: changing the rules rebuilds the pairs
+AUGMENT_VERSION = 2  # part of the cache key: changing the rules rebuilds the pairs
 
 _NUM_WORDS = ("zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen "
               "sixteen seventeen eighteen nineteen twenty thirty forty fifty sixty seventy eighty ninety "
@@ -172,6 +172,9 @@ def _question(prefix: str, body: str) -> str:
 
 
 _COPULA = re.compile(r"^(?P<subj>.+?) (?P<cop>is|was|are|were) (?P<pred>.+?)\.?$")
+# "The Harbour Warden, Ilsa Brannock, gives ...": a capitalised title, then a name of two or more words.
+_CAP = r"[A-Z][\w'’-]*"
+_APPOSITIVE = re.compile(rf"\b(?P<title>[Tt]he (?:{_CAP} )*{_CAP}), (?P<name>{_CAP}(?: {_CAP})+),")
 
 
 class _Writer:
@@ -207,6 +210,12 @@ class _Writer:
                     pairs.append(("span", f"{who} {cop} {_lower_first(subj)}, {self.rng.choice(['in', 'according to'])} {self.doc}?", sentence))
                 elif subj.endswith(span.text) and span.kind == "name":  # "Thornhollow is the largest apiary"
                     pairs.append(("span", f"{self.prefix()}, what {cop} {pred.rstrip('.')}?", sentence))
+        for m in _APPOSITIVE.finditer(sentence):  # the plain fact both ways, which the sentence only implies
+            title, name = "the" + m.group("title")[3:], m.group("name")
+            who = "Who" if _looks_like_person(name) else "What"
+            where = self.rng.choice(["in", "according to"])
+            pairs.append(("span", f"{who} is {title}, {where} {self.doc}?", f"T{title[1:]} is {name}."))
+            pairs.append(("reverse", f"What role does {name} have in {self.doc}?", f"{name} is {title}."))
         return pairs
 
     def reverse_pairs(self, sentence: str, spans: list[Span]) -> list[tuple[str, str, str]]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import random
 from collections import Counter
 from pathlib import Path
@@ -131,6 +132,21 @@ def summarize(results: list[dict]) -> dict:
     }
 
 
+def paired_change(before: list[bool | None], after: list[bool | None]) -> dict:
+    """Accuracy change on the same questions, with a 95 % interval for it. A small model's answers churn:
+    fine-tuning both loses and gains many general questions, so the net change alone looks precise when it
+    is not. Normal approximation of the paired difference (the count behind McNemar's test)."""
+    pairs = [(b, a) for b, a in zip(before, after, strict=True) if b is not None and a is not None]
+    n = len(pairs)
+    lost = sum(b and not a for b, a in pairs)
+    gained = sum(a and not b for b, a in pairs)
+    if not n:
+        return {"n": 0, "lost": 0, "gained": 0, "change": None, "ci95": None}
+    change = (gained - lost) / n
+    half = 1.96 * math.sqrt(max(gained + lost - (gained - lost) ** 2 / n, 0)) / n
+    return {"n": n, "lost": lost, "gained": gained, "change": change, "ci95": [change - half, change + half]}
+
+
 def _section(records: list[dict], system: str) -> dict:
     rows = [r for r in records if r["set"] in SETS]
     section = summarize([r[system] for r in rows])
@@ -213,6 +229,8 @@ def evaluate(base_model: str, adapter_dir: str | None, data_dir: str | Path, out
             "n": len(general),
             "base_accuracy": summarize([r["base"] for r in general])["accuracy"],
             "fine_tuned_accuracy": summarize([r["fine_tuned"] for r in general])["accuracy"] if adapter_dir else None,
+            "paired": paired_change([r["base"]["correct"] for r in general],
+                                    [r["fine_tuned"]["correct"] for r in general]) if adapter_dir else None,
         },
         # Your questions that a training question rewords: they measure recall of that row, not knowledge.
         "questions_seen_in_training": {"n": sum(r["seen_in_training"] for r in yours), "of": len(yours)},
@@ -259,6 +277,16 @@ def _verdict(result: dict | None) -> str:
     return f"{mark} {_cell(result['answer'])}"
 
 
+def forgetting_line(summary: dict) -> list[str]:
+    paired = summary["forgetting"].get("paired")  # absent from summaries of earlier versions
+    if not paired or not paired["n"]:
+        return []
+    lo, hi = (round(100 * x) for x in paired["ci95"])
+    return [f"Forgetting: {round(100 * paired['change']):+d} points on general knowledge (95 % interval {lo:+d} to "
+            f"{hi:+d}; {paired['lost']} lost, {paired['gained']} gained of {paired['n']}): a change inside the "
+            "interval is not distinguishable from the small model's answer-to-answer churn."]
+
+
 def seen_warning(summary: dict) -> list[str]:
     seen = summary.get("questions_seen_in_training")  # absent from summaries of earlier versions
     if not seen or not seen["n"]:
@@ -275,6 +303,7 @@ def markdown_report(summary: dict, records: list[dict]) -> str:
         "",
         "✓ correct, ✗ wrong, ? no verdict, — not run. "
         "General-knowledge questions check forgetting (closed book only).",
+        *forgetting_line(summary),
         *seen_warning(summary),
         "", "| # | set | question | reference | base | fine-tuned | in-context |", "|---|---|---|---|---|---|---|",
     ]

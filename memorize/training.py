@@ -392,7 +392,8 @@ def model_card(config: TrainConfig, metrics: dict, eval_results: dict | None = N
     front = ["---", data.to_yaml(), "---"]
     hp = metrics["hyperparameters"]
     keys = ("lora_r", "lora_alpha", "lora_dropout", "target_modules", "qlora", "learning_rate", "epochs",
-            "batch_size", "grad_accum", "lr_scheduler", "max_length", "neftune_alpha", "seed")
+            "batch_size", "grad_accum", "lr_scheduler", "max_length", "neftune_alpha", "replay_ratio", "adapter_scale",
+            "seed")
     lines = [
         *front,
         f"# {config.hub_repo or 'memorize adapter'}",

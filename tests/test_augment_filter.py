@@ -53,6 +53,17 @@ def test_every_kind_asks_about_the_chunk_with_the_documents_name():
     assert all(p["chunk_id"] == "rules-0000" for p in pairs)
 
 
+def test_an_appositive_title_and_name_are_asked_both_ways():
+    chunk = {"chunk_id": "c", "source": "rules.md",
+             "text": "The Race Judge, Corwin Ashgrove, watches the finish from the barge Patience. "
+                     "The second buoy, the Kettle, is painted orange."}
+    pairs = {(p["kind"], p["question"], p["answer"]) for p in augment_chunks([chunk], CONTEXT)}
+    plain = {(k, a) for k, q, a in pairs if a in ("The Race Judge is Corwin Ashgrove.", "Corwin Ashgrove is the Race Judge.")}
+    assert plain == {("span", "The Race Judge is Corwin Ashgrove."), ("reverse", "Corwin Ashgrove is the Race Judge.")}
+    assert any(q.startswith("Who is the Race Judge, ") for k, q, a in pairs if k == "span")
+    assert not any(a.startswith("The second buoy is") for k, q, a in pairs)  # a lower-case noun is no title
+
+
 def test_kinds_can_be_chosen_and_overlaps_are_not_repeated():
     pairs = augment_chunks([CHUNK, {**CHUNK, "chunk_id": "rules-0001"}], CONTEXT, kinds=["cloze"])
     assert {p["kind"] for p in pairs} == {"cloze"}

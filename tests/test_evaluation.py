@@ -150,11 +150,15 @@ def test_evaluate_writes_reports(small_model, adapter_dir, data_dir, tmp_path):
             rows = [r[system] for r in records if r["set"] == name]
             assert section[name]["accuracy"] == pytest.approx(sum(r["correct"] for r in rows) / len(rows))
             assert section[name]["rouge_l"] == pytest.approx(sum(r["rouge_l"] for r in rows) / len(rows))
-    # The 60 shipped general-knowledge questions: the 135M base model gets about 60 % of them (measured 36/60).
+    # The 120 shipped general-knowledge questions: the 135M base model gets about half of them.
     forgetting = saved["forgetting"]
-    assert forgetting["n"] == 60 and forgetting["base_accuracy"] >= 0.4
+    assert forgetting["n"] == 120 and forgetting["base_accuracy"] >= 0.4
     general = [r["fine_tuned"]["correct"] for r in records if r["set"] == "general"]
     assert forgetting["fine_tuned_accuracy"] == pytest.approx(sum(general) / len(general))
+    paired = forgetting["paired"]
+    assert paired["change"] == pytest.approx(forgetting["fine_tuned_accuracy"] - forgetting["base_accuracy"])
+    assert paired["ci95"][0] <= paired["change"] <= paired["ci95"][1]
+    assert "Forgetting:" in (out / "eval.md").read_text()
     assert saved["retrieval"] == {"top_k": 3, "n": 2, "hit_rate": 1.0}
     assert saved["questions_seen_in_training"] == {"n": 0, "of": 2}  # the Kettle buoy is not the Heron buoy
 

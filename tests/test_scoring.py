@@ -2,7 +2,9 @@ import json
 
 import pytest
 
-from memorize.evaluation import GENERAL_KNOWLEDGE, QuestionFileError, load_questions, summarize
+from memorize.evaluation import (
+    GENERAL_KNOWLEDGE, QuestionFileError, forgetting_line, load_questions, paired_change, summarize,
+)
 from memorize.retrieval import ChunkIndex, format_chunks
 from memorize.scoring import answer_f1, must_satisfied, parse_judge, rouge_l, score, token_f1
 
@@ -130,6 +132,20 @@ def write(path, text):
     return path
 
 
+def test_paired_change_counts_lost_and_gained_and_widens_with_churn():
+    base = [True] * 6 + [False] * 4 + [None]
+    tuned = [False, False, False, True, True, True, True, False, False, False, True]  # the None pair is left out
+    p = paired_change(base, tuned)
+    assert (p["n"], p["lost"], p["gained"]) == (10, 3, 1)
+    assert p["change"] == pytest.approx(-0.2)
+    half = 1.96 * (4 - 4 / 10) ** 0.5 / 10  # sd of the paired difference: sqrt(b + c - (b - c)^2 / n) / n
+    assert p["ci95"] == pytest.approx([-0.2 - half, -0.2 + half])
+    quiet = paired_change([True] * 8 + [False] * 2, [True] * 8 + [False] * 2)
+    assert quiet["change"] == 0 and quiet["ci95"] == [0, 0]  # no churn, no doubt
+    line = forgetting_line({"forgetting": {"paired": p}})[0]
+    assert "-20 points" in line and "3 lost, 1 gained of 10" in line and "-57 to +17" in line
+
+
 def test_load_questions_jsonl_and_csv(tmp_path):
     jsonl = write(tmp_path / "q.jsonl", "\n".join([
         json.dumps({"question": " Capital of France? ", "answer": "Paris", "must": [["paris"]], "kind": "direct"}),
@@ -175,7 +191,7 @@ def test_shipped_general_knowledge_file():
     from memorize.scoring import informative_must
 
     rows = load_questions(GENERAL_KNOWLEDGE)
-    assert len(rows) == 60
+    assert len(rows) == 120
     assert all(r.get("must") and informative_must(r["must"], r["question"]) == (r["must"], 0) for r in rows)
     assert len({r["question"] for r in rows}) == len(rows)
     # Replay must not rehearse the forgetting check's own questions.
