@@ -23,6 +23,7 @@ from memorize.scoring import score
 from memorize.settings import EvalSettings
 
 GENERAL_KNOWLEDGE = Path(__file__).parent / "data" / "general_knowledge.jsonl"
+GENERAL_MAX_NEW_TOKENS = 64
 SYSTEMS = ("base", "fine_tuned", "in_context")
 SETS = ("test_split", "questions")
 LABELS = {"base": "base", "fine_tuned": "fine-tuned", "in_context": "in-context"}
@@ -212,12 +213,14 @@ def evaluate(base_model: str, adapter_dir: str | None, data_dir: str | Path, out
     answerer = Answerer.load(base_model, adapter=adapter_dir, chat_template=chat_template)
     gen = {"batch_size": batch_size, "max_new_tokens": max_new_tokens, "progress": progress,
            "cache": AnswerCache(answer_cache, base_model) if answer_cache else None}
-    answer_records(answerer, records, "base", None, judge, **gen)
-    if adapter_dir:
-        answer_records(answerer, records, "fine_tuned", None, judge, **gen)
+    general = [r for r in records if r["set"] == "general"]
+    # One-line facts: the answer is in the first sentence, and the 135M model otherwise rambles to the limit.
+    short = {**gen, "max_new_tokens": min(max_new_tokens, GENERAL_MAX_NEW_TOKENS)}
+    for system in ("base", "fine_tuned") if adapter_dir else ("base",):
+        answer_records(answerer, open_book, system, None, judge, **gen)
+        answer_records(answerer, general, system, None, judge, **short)
     answer_records(answerer, open_book, "in_context", [format_chunks(c) for c in retrieved], judge, **gen)
 
-    general = [r for r in records if r["set"] == "general"]
     with_source = [r for r in open_book if "chunk_id" in r]
     summary = {
         "base_model": str(base_model),

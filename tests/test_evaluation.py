@@ -180,7 +180,7 @@ def test_evaluate_without_adapter_uses_the_judge(small_model, data_dir, tmp_path
                        EvalSettings(questions=str(data_dir.parent / "questions.csv"), include_general=False), judge=judge,
                        max_new_tokens=16, progress=False)
     assert summary["fine_tuned"] is None
-    assert summary["forgetting"] == {"n": 0, "base_accuracy": None, "fine_tuned_accuracy": None}
+    assert summary["forgetting"] == {"n": 0, "base_accuracy": None, "fine_tuned_accuracy": None, "paired": None}
     # Generated test pairs have no `must`, so the judge decides them; the user's questions use `must`.
     assert len(chat_server.bodies) == 4  # 2 test pairs x (base, in_context)
     assert summary["base"]["test_split"]["methods"] == {"judge": 2}
