@@ -285,9 +285,10 @@ def forgetting_line(summary: dict) -> list[str]:
     if not paired or not paired["n"]:
         return []
     lo, hi = (round(100 * x) for x in paired["ci95"])
+    verdict = ("not distinguishable from answer-to-answer churn at this n" if paired["ci95"][0] <= 0 <= paired["ci95"][1]
+               else "beyond answer-to-answer churn")
     return [f"Forgetting: {round(100 * paired['change']):+d} points on general knowledge (95 % interval {lo:+d} to "
-            f"{hi:+d}; {paired['lost']} lost, {paired['gained']} gained of {paired['n']}): a change inside the "
-            "interval is not distinguishable from the small model's answer-to-answer churn."]
+            f"{hi:+d}; {paired['lost']} lost, {paired['gained']} gained of {paired['n']}): {verdict}."]
 
 
 def seen_warning(summary: dict) -> list[str]:

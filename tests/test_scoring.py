@@ -143,7 +143,9 @@ def test_paired_change_counts_lost_and_gained_and_widens_with_churn():
     quiet = paired_change([True] * 8 + [False] * 2, [True] * 8 + [False] * 2)
     assert quiet["change"] == 0 and quiet["ci95"] == [0, 0]  # no churn, no doubt
     line = forgetting_line({"forgetting": {"paired": p}})[0]
-    assert "-20 points" in line and "3 lost, 1 gained of 10" in line and "-57 to +17" in line
+    assert "-20 points" in line and "3 lost, 1 gained of 10" in line and "-57 to +17" in line and "not distinguishable" in line
+    clear = paired_change([True] * 40 + [False] * 60, [False] * 30 + [True] * 10 + [False] * 60)
+    assert "beyond answer-to-answer churn" in forgetting_line({"forgetting": {"paired": clear}})[0]
 
 
 def test_load_questions_jsonl_and_csv(tmp_path):
