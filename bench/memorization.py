@@ -138,16 +138,17 @@ def reuse(name: str, args, previous: dict[str, dict]) -> tuple[dict, Path, Path]
     from memorize.training import scale_adapter
 
     label = _label(name, args)
-    factor = float(args.train.get("adapter_scale", 1))
     source = _label(name, argparse.Namespace(train={k: v for k, v in args.train.items() if k != "adapter_scale"}))
     adapter = _folder(args, source) / "model" / "adapter"
     if source not in previous or not adapter.is_dir():
         sys.exit(f"--eval-only: no trained configuration {source!r} in {args.out} (train it first)")
-    if factor != 1:
+    saved = previous[source]["hyperparameters"].get("adapter_scale", 1)  # the scale training already applied
+    factor = float(args.train.get("adapter_scale", saved))
+    if factor != saved:
         scaled = _folder(args, label) / "model" / "adapter"
         shutil.rmtree(scaled, ignore_errors=True)
         shutil.copytree(adapter, scaled)
-        scale_adapter(scaled, factor)
+        scale_adapter(scaled, factor / saved)
         adapter = scaled
     row = {**previous[source], "config": label}
     row["hyperparameters"] = {**row["hyperparameters"], "adapter_scale": factor}
