@@ -1,8 +1,8 @@
 """Filters for generated question/answer pairs: a weak teacher's mistakes are learned too.
 
 Each dropped pair gets a reason, counted in report.json:
-- `not_a_question`: no question mark (Latin, full-width or Arabic): a small generator that rewrites the chunk as alternating lines
-  ("## Date and Course" / "The race is sailed ...") parses as pairs that ask nothing;
+- `not_a_question`: no question mark (Latin, full-width or Arabic): a small generator that rewrites the
+  chunk as alternating lines ("## Date and Course" / "The race is sailed ...") parses as pairs that ask nothing;
 - `answer_in_question`: the answer's words are all in the question (nothing to learn, it teaches echoing);
 - `unsupported`: under half of the answer's content words occur in the chunk it was written from
   (a cheap lexical check for invented facts);
