@@ -77,7 +77,8 @@ def _generate(job: GenerationJob, settings: GenerationSettings, storage, log_dir
                                                 retry_delay_seconds=exponential_backoff(backoff_factor=s.retry_delay))
         futures = {runner.submit(task, parameters=dict(
             requests=[{"key": job.keys[i], "messages": job.requests[i].messages,
-                       "temperature": job.requests[i].temperature, "max_tokens": job.requests[i].max_tokens}
+                       "temperature": job.requests[i].temperature, "max_tokens": job.requests[i].max_tokens,
+                       "schema": job.requests[i].schema}
                       for i in batch],
             label=f"{job.requests[batch[0]].chunk.chunk_id}-{len(batch)}req", storage=storage, model=job.model_name,
             base_url=base_url, api_key_env=s.api_key_env, timeout=timeout, parse_attempts=s.parse_attempts,

@@ -4,6 +4,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import weakref
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +37,53 @@ class _RowTemperature(LogitsProcessor):
         return torch.where(self.t > 0, scores, greedy)
 
 
+_ENFORCER_DATA: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # tokenizer -> its lm-format-enforcer data
+
+
+def _enforcer_data(tokenizer, eos: set[int]):
+    """lm-format-enforcer's view of a vocabulary (every token's text, and whether it starts a word), built
+    once per tokenizer: a few seconds for a 50k vocabulary. (Its own transformers integration does not
+    import under transformers 5.)"""
+    from lmformatenforcer import TokenEnforcerTokenizerData
+
+    if tokenizer not in _ENFORCER_DATA:
+        zero = tokenizer.encode("0", add_special_tokens=False)[-1]
+        special = set(tokenizer.all_special_ids)
+        regular = []
+        for i in range(len(tokenizer)):
+            if i not in special:
+                # Decoded after "0", a token that starts a word keeps its leading space.
+                after_zero = tokenizer.decode([zero, i])[1:]
+                regular.append((i, after_zero, len(after_zero) > len(tokenizer.decode([i]))))
+        _ENFORCER_DATA[tokenizer] = TokenEnforcerTokenizerData(
+            regular, lambda ids: tokenizer.decode(ids).rstrip("\ufffd"), sorted(eos), True, len(tokenizer))
+    return _ENFORCER_DATA[tokenizer]
+
+
+class JsonSchemaRows(LogitsProcessor):
+    """Structured output: a row with a JSON schema may only continue with tokens that keep its reply a
+    prefix of a JSON value of that schema, and end only when the value is complete (lm-format-enforcer);
+    rows without a schema are left alone. `{}` allows any JSON value."""
+
+    def __init__(self, tokenizer, schemas: list[dict | None], eos: set[int]):
+        from lmformatenforcer import JsonSchemaParser, TokenEnforcer
+
+        data = _enforcer_data(tokenizer, eos)
+        self.enforcers = [None if s is None else TokenEnforcer(data, JsonSchemaParser(s or None)) for s in schemas]
+
+    def __call__(self, input_ids, scores):
+        width = scores.shape[-1]
+        bits = torch.arange(32, dtype=torch.int32)
+        for row, enforcer in enumerate(self.enforcers):
+            if enforcer is None:
+                continue
+            packed = enforcer.get_allowed_tokens(input_ids[row].tolist()).allowed_tokens  # int32 bitmask
+            allowed = ((packed.unsqueeze(1) >> bits) & 1).flatten().bool()[:width]
+            allowed = torch.nn.functional.pad(allowed, (0, width - len(allowed))).to(scores.device)
+            scores[row] = scores[row].masked_fill(~allowed, float("-inf"))
+        return scores
+
+
 def eos_ids(model, tokenizer) -> set[int]:
     eos = model.generation_config.eos_token_id
     ids = set(eos if isinstance(eos, list) else [eos]) if eos is not None else set()
@@ -44,20 +92,26 @@ def eos_ids(model, tokenizer) -> set[int]:
 
 @torch.inference_mode()
 def complete(model, tokenizer, prompts: list[str], max_new_tokens: list[int],
-             temperatures: list[float] | None = None) -> list[Completion]:
+             temperatures: list[float] | None = None, schemas: list[dict | None] | None = None) -> list[Completion]:
     """Continue rendered prompts in one left-padded `generate`: on a CPU a forward pass over a batch costs
     little more than over one row (the weights are read once per step), so requests in flight share them.
-    Each row keeps its own token limit and temperature (None: greedy)."""
+    Each row keeps its own token limit, temperature (None: greedy) and JSON schema (None: free text)."""
     tok = copy.copy(tokenizer)  # a caller's tokenizer (e.g. a trainer's) keeps its padding side
     tok.padding_side = "left"  # generation continues from the right end of every row
     # The template already wrote any BOS token; don't let the tokenizer add a second one.
     enc = tok(prompts, return_tensors="pt", padding=True, add_special_tokens=False).to(model.device)
     temperatures = temperatures or [0.0] * len(prompts)
-    sampling = ({"do_sample": True, "temperature": 1.0, "top_p": 1.0, "top_k": 0,
-                 "logits_processor": LogitsProcessorList([_RowTemperature(temperatures, model.device)])}
-                if any(t > 0 for t in temperatures) else {"do_sample": False})  # overrides generation_config's
-    out = model.generate(**enc, max_new_tokens=max(max_new_tokens), pad_token_id=tok.pad_token_id, **sampling)
     stop = eos_ids(model, tok)
+    # The schema mask comes first: a greedy row then takes the most likely of the allowed tokens.
+    processors = LogitsProcessorList([JsonSchemaRows(tokenizer, schemas, stop)] if schemas and any(
+        s is not None for s in schemas) else [])
+    if any(t > 0 for t in temperatures):
+        processors.append(_RowTemperature(temperatures, model.device))
+        sampling = {"do_sample": True, "temperature": 1.0, "top_p": 1.0, "top_k": 0}
+    else:
+        sampling = {"do_sample": False}  # overrides generation_config's
+    out = model.generate(**enc, max_new_tokens=max(max_new_tokens), pad_token_id=tok.pad_token_id,
+                         logits_processor=processors, **sampling)
     results = []
     for row, limit in zip(out[:, enc["input_ids"].shape[1]:].tolist(), max_new_tokens, strict=True):
         end = next((i for i, t in enumerate(row[:limit]) if t in stop), None)

@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 from pydantic import BaseModel
 
-from memorize.answering import complete, eos_ids
+from memorize.answering import JsonSchemaRows, complete, eos_ids
 from memorize.models import ModelLoadError, load_model, load_tokenizer
 
 
@@ -40,15 +40,19 @@ class ChatModel:
         self.base_name = None if base is None else Path(base).name or base
 
     def reply(self, messages: list[dict], max_new_tokens: int = 256, temperature: float = 0.0,
-              use_adapter: bool = True, on_text=None) -> tuple[str, str, dict]:
+              use_adapter: bool = True, on_text=None, schema: dict | None = None) -> tuple[str, str, dict]:
         """(text, finish_reason "stop"/"length", usage) for a chat; on_text(piece) receives the text as it is
-        generated. Temperature 0 is greedy: the memorized answer, the same every time."""
-        from transformers import TextIteratorStreamer
+        generated. Temperature 0 is greedy: the memorized answer, the same every time. With a JSON
+        `schema`, the reply is JSON of that schema (structured output)."""
+        from transformers import LogitsProcessorList, TextIteratorStreamer
 
         enc = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt",
                                                  return_dict=True).to(self.model.device)
         streamer = TextIteratorStreamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True)
         sampling = {"do_sample": True, "temperature": temperature} if temperature > 0 else {"do_sample": False}
+        if schema is not None:
+            sampling["logits_processor"] = LogitsProcessorList(
+                [JsonSchemaRows(self.tokenizer, [schema], eos_ids(self.model, self.tokenizer))])
         result: dict = {}
 
         def generate():
@@ -78,12 +82,15 @@ class ChatModel:
         return "".join(pieces).strip(), "stop" if ended or len(new) < max_new_tokens else "length", usage
 
 
-    def complete(self, requests: list[tuple[list[dict], int, float]], use_adapter: bool = True) -> list[tuple[str, str, dict]]:
-        """(text, finish_reason, usage) for each (messages, max_new_tokens, temperature), in one batch."""
-        prompts = [self.tokenizer.apply_chat_template(m, tokenize=False, add_generation_prompt=True) for m, _, _ in requests]
+    def complete(self, requests: list[tuple[list[dict], int, float, dict | None]],
+                 use_adapter: bool = True) -> list[tuple[str, str, dict]]:
+        """(text, finish_reason, usage) for each (messages, max_new_tokens, temperature, JSON schema or None),
+        in one batch."""
+        prompts = [self.tokenizer.apply_chat_template(r[0], tokenize=False, add_generation_prompt=True) for r in requests]
         switch = self.model.disable_adapter() if self.base_name and not use_adapter else nullcontext()
         with switch:
-            done = complete(self.model, self.tokenizer, prompts, [n for _, n, _ in requests], [t for _, _, t in requests])
+            done = complete(self.model, self.tokenizer, prompts, [r[1] for r in requests], [r[2] for r in requests],
+                            [r[3] for r in requests])
         out = []
         for prompt, c in zip(prompts, done, strict=True):
             n = len(self.tokenizer(prompt, add_special_tokens=False)["input_ids"])
@@ -105,8 +112,10 @@ class Batcher:
         self.queue: queue.Queue = queue.Queue()
         threading.Thread(target=self._run, daemon=True).start()
 
-    def submit(self, messages: list[dict], max_new_tokens: int, temperature: float, use_adapter: bool):
-        item = {"request": (messages, max_new_tokens, temperature), "adapter": use_adapter, "done": threading.Event()}
+    def submit(self, messages: list[dict], max_new_tokens: int, temperature: float, use_adapter: bool,
+               schema: dict | None = None):
+        item = {"request": (messages, max_new_tokens, temperature, schema), "adapter": use_adapter,
+                "done": threading.Event()}
         self.queue.put(item)
         item["done"].wait()
         if "error" in item:
@@ -177,17 +186,44 @@ class ChatRequest(BaseModel):  # the OpenAI fields this server honours; others a
     max_completion_tokens: int | None = None
     temperature: float = 0.0
     stream: bool = False
+    response_format: dict | None = None
+
+    def schema(self) -> dict | None:
+        """The JSON schema a reply must follow: `json_schema` gives one, `json_object` any JSON (`{}`),
+        `text` or none free text."""
+        rf = self.response_format or {"type": "text"}
+        if rf.get("type") == "text":
+            return None
+        if rf.get("type") == "json_object":
+            return {}
+        if rf.get("type") == "json_schema" and isinstance((rf.get("json_schema") or {}).get("schema"), dict):
+            from lmformatenforcer import JsonSchemaParser
+
+            schema = rf["json_schema"]["schema"]
+            try:
+                JsonSchemaParser(schema)
+            except Exception as exc:  # the library raises whatever its schema model does
+                raise ValueError(f"response_format: unsupported JSON schema ({exc})") from None
+            return schema
+        raise ValueError("response_format must be {\"type\": \"text\"}, {\"type\": \"json_object\"} or "
+                         "{\"type\": \"json_schema\", \"json_schema\": {\"schema\": {...}}}")
 
 
 def create_app(chat: ChatModel, max_batch: int = 8):
     """FastAPI app with the OpenAI chat-completions API (streaming included). The fine-tuned model is served
     as `chat.name`; with an adapter, the base model as `chat.base_name` (adapter off, same weights).
     One generation at a time on the single model in memory; requests without streaming that arrive
-    together share it, up to max_batch at once."""
+    together share it, up to max_batch at once. `response_format` (json_schema, json_object) constrains
+    the reply to JSON of the schema while it is generated."""
     from fastapi import FastAPI, HTTPException
-    from fastapi.responses import StreamingResponse
+    from fastapi.responses import JSONResponse, StreamingResponse
 
     app = FastAPI(title=f"memorize: {chat.name}")
+
+    @app.exception_handler(HTTPException)
+    def openai_error(request, exc: HTTPException):
+        # OpenAI's error body, which clients read the message from (FastAPI's own is {"detail": ...})
+        return JSONResponse({"error": {"message": exc.detail, "type": "invalid_request_error"}}, exc.status_code)
     lock = threading.Lock()
     batcher = Batcher(chat, lock, max_batch)
     names = [chat.name] + ([chat.base_name] if chat.base_name else [])
@@ -207,6 +243,10 @@ def create_app(chat: ChatModel, max_batch: int = 8):
         if not req.messages:
             raise HTTPException(400, "messages must not be empty")
         use_adapter = req.model != chat.base_name or chat.base_name is None
+        try:
+            schema = req.schema()
+        except ValueError as exc:
+            raise HTTPException(400, str(exc)) from None
         messages = [m.model_dump() for m in req.messages]
         limit = req.max_completion_tokens or req.max_tokens or 256
         ident, created, model = f"chatcmpl-{uuid.uuid4().hex}", int(time.time()), req.model or chat.name
@@ -226,7 +266,8 @@ def create_app(chat: ChatModel, max_batch: int = 8):
                 def run():
                     with lock:
                         try:
-                            outcome["finish"] = chat.reply(messages, limit, req.temperature, use_adapter, pieces.put)[1]
+                            outcome["finish"] = chat.reply(messages, limit, req.temperature, use_adapter, pieces.put,
+                                                       schema)[1]
                         finally:
                             pieces.put(None)
 
@@ -238,7 +279,7 @@ def create_app(chat: ChatModel, max_batch: int = 8):
                 yield "data: [DONE]\n\n"
 
             return StreamingResponse(events(), media_type="text/event-stream")
-        text, finish, usage = batcher.submit(messages, limit, req.temperature, use_adapter)
+        text, finish, usage = batcher.submit(messages, limit, req.temperature, use_adapter, schema)
         return {"id": ident, "object": "chat.completion", "created": created, "model": model,
                 "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": finish}],
                 "usage": usage}

@@ -20,9 +20,10 @@ from memorize.qa_prompt import PROMPT_VERSION, temperatures as temperature_range
 from memorize.settings import GenerationSettings
 
 
-def generation_key(messages: list[dict], model: str, temperature: float, max_tokens: int) -> str:
+def generation_key(messages: list[dict], model: str, temperature: float, max_tokens: int,
+                   schema: dict | None = None) -> str:
     """The rendered prompt holds the chunk text, the context, the style and the pair count."""
-    return content_key("generate", PROMPT_VERSION, model, temperature, max_tokens, messages)
+    return content_key("generate", PROMPT_VERSION, model, temperature, max_tokens, messages, schema)
 
 
 @dataclass
@@ -57,9 +58,9 @@ def plan(chunks: list[Chunk], context: str, settings: GenerationSettings,
     if not model_name:
         raise ValueError("--model is required with --base-url (the model name the endpoint serves)")
     temps = temperature_range(settings.temperatures)
-    requests = plan_requests(chunks, context, temps, settings.styles, settings.questions_per_chunk)
-    job = GenerationJob(requests, [generation_key(r.messages, model_name, r.temperature, r.max_tokens) for r in requests],
-                        model_name, temps)
+    requests = plan_requests(chunks, context, temps, settings.styles, settings.questions_per_chunk, settings.structured)
+    job = GenerationJob(requests, [generation_key(r.messages, model_name, r.temperature, r.max_tokens, r.schema)
+                                   for r in requests], model_name, temps)
     for i, key in enumerate(job.keys):
         if (hit := lookup(key)) is not None:
             job.results[i] = hit
@@ -106,7 +107,8 @@ def write(out_dir: Path, qa: list[dict], chunks: list[Chunk], context: str, job:
     return {**figures, "qa_pairs": len(qa), "pairs_by_origin": dict(Counter(p["origin"] for p in qa)),
             "settings": {"context": context, "model": job.model_name, "temperatures": job.temperatures,
                          "styles": s.styles, "chunk_tokens": s.chunk_tokens, "chunk_overlap": s.chunk_overlap,
-                         "questions_per_chunk": s.questions_per_chunk or "1 per 60 tokens", "augment": s.augment,
+                         "questions_per_chunk": s.questions_per_chunk or "1 per 60 tokens", "structured": s.structured,
+                         "augment": s.augment,
                          "pairs_per_row": s.pairs_per_row, "test_ratio": round(s.test_ratio, 4), "seed": s.seed}}
 
 

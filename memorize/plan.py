@@ -4,7 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from memorize.chunking import Chunk, count_tokens
-from memorize.qa_prompt import build_messages, questions_for
+from memorize.qa_prompt import build_messages, pairs_schema, questions_for
 
 TOKENS_PER_PAIR = 60  # a typical question + answer, for the completion estimate and max_tokens
 
@@ -16,6 +16,11 @@ class Request:
     style: str
     n: int
     messages: list[dict]
+    structured: bool = True  # ask for JSON of `schema` (response_format)
+
+    @property
+    def schema(self) -> dict | None:
+        return pairs_schema(self.n) if self.structured else None
 
     @property
     def max_tokens(self) -> int:
@@ -24,13 +29,13 @@ class Request:
 
 
 def plan_requests(chunks: list[Chunk], context: str, temperatures: list[float], styles: list[str],
-                  questions_per_chunk: int | None = None) -> list[Request]:
+                  questions_per_chunk: int | None = None, structured: bool = True) -> list[Request]:
     plan = []
     for chunk in chunks:
         n = questions_for(chunk.tokens, questions_per_chunk)
         for style in styles:
             messages = build_messages(chunk.text, context, n, style)
-            plan.extend(Request(chunk, t, style, n, messages) for t in temperatures)
+            plan.extend(Request(chunk, t, style, n, messages, structured) for t in temperatures)
     return plan
 
 

@@ -15,16 +15,27 @@ class ParseError(ValueError):
     pass
 
 
+# One complete {"question": ..., "answer": ...} object (JSON strings with their escapes): what survives of a
+# reply cut off by its token limit in the middle of a later pair.
+_PAIR_OBJECT = re.compile(r'\{\s*"(?:question|q)"\s*:\s*("(?:[^"\\]|\\.)*")\s*,\s*"(?:answer|a)"\s*:\s*("(?:[^"\\]|\\.)*")\s*\}')
+
+
 def _from_json(text: str) -> list[tuple[str, str]] | None:
+    """A JSON list of pairs, bare or under any key ({"pairs": [...]}); else the complete pair objects of
+    a truncated reply."""
     start, end = text.find("["), text.rfind("]")
-    if start < 0 or end <= start:
-        return None
     try:
-        data = json.loads(text[start : end + 1])
+        data = json.loads(text[start : end + 1]) if 0 <= start < end else None
     except json.JSONDecodeError:
-        return None
+        data = None
     if not isinstance(data, list):
-        return None
+        salvaged = []
+        for q, a in _PAIR_OBJECT.findall(text):
+            try:
+                salvaged.append((json.loads(q), json.loads(a)))
+            except json.JSONDecodeError:  # an invalid escape such as \x
+                continue
+        return salvaged or None
     pairs = []
     for item in data:
         if isinstance(item, dict):
@@ -72,14 +83,13 @@ def _question_key(q: str) -> str:
     return re.sub(r"\W+", " ", q.lower()).strip()
 
 
-def parse_pairs(text: str, drop_questions: tuple[str, ...] = ()) -> list[tuple[str, str]]:
-    """Pairs in reply order; empty, duplicate and `drop_questions` (e.g. the prompt's own example)
-    dropped. Raises ParseError if none is left."""
+def parse_pairs(text: str) -> list[tuple[str, str]]:
+    """Pairs in reply order; empty and duplicate ones dropped. Raises ParseError if none is left."""
     raw = _from_json(text)
-    if not raw:
+    if not raw and not text.lstrip().startswith(("{", "[")):  # broken JSON is no list of lines
         raw = _from_lines(text)
-    seen, pairs = {_question_key(q) for q in drop_questions}, []
-    for q, a in raw:
+    seen, pairs = set(), []
+    for q, a in raw or []:
         q, a = _clean(q), _clean(a)
         key = _question_key(q)
         if not key or not a or key in seen:

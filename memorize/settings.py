@@ -61,6 +61,8 @@ class GenerationSettings(_Settings):
                                    json_schema_extra=flag("timeout"))
     retries: int = Field(4, ge=0, description="retries on 429/5xx/timeouts/connection errors")
     retry_delay: float = Field(2.0, ge=0, description="seconds before the first retry, doubling after")
+    structured: bool = Field(True, description="ask for replies as JSON of a fixed schema (structured output, "
+                             "`response_format`); an endpoint that refuses it is asked for plain text")
     parse_attempts: int = Field(3, ge=1, description="times a request is asked when its reply cannot be parsed")
     price_per_1k: float = Field(0.0, ge=0, description="price per 1K tokens for the cost estimate")
     hub_repo: str | None = Field(None, description="push the dataset to this Hugging Face dataset repo "

@@ -12,23 +12,27 @@ from collections import deque
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 
-def deterministic_reply(prompt: str) -> str:
-    """One Q/A pair per sentence of the <document> block, up to the number of pairs asked."""
+def deterministic_reply(prompt: str, as_json: bool = False) -> str:
+    """One Q/A pair per sentence of the <document> block, up to the number of pairs asked; as JSON
+    ({"pairs": [...]}) for a request with a `response_format` schema."""
     doc = re.search(r"<document>\n(.*?)\n</document>", prompt, re.S)
     n = re.search(r"Write (\d+) question/answer pairs", prompt)
     sentences = [s for s in re.split(r"(?<=[.!?])\s+", doc.group(1) if doc else "") if s.strip()]
     count = int(n.group(1)) if n else 3
-    lines = []
-    for i, s in enumerate(sentences[:count]):
-        lines += [f"Q: What does the document state in sentence {i + 1} beginning '{s[:40]}'?", f"A: {s}"]
-    return "\n".join(lines) or "Q: Is the document empty?\nA: Yes."
+    pairs = [(f"What does the document state in sentence {i + 1} beginning '{s[:40]}'?", s)
+             for i, s in enumerate(sentences[:count])] or [("Is the document empty?", "Yes.")]
+    if as_json:
+        return json.dumps({"pairs": [{"question": q, "answer": a} for q, a in pairs]})
+    return "\n".join(f"Q: {q}\nA: {a}" for q, a in pairs)
 
 
 class FakeLLM:
-    def __init__(self, delay: float = 0.0, garbage_when: str | None = None, default_reply: str | None = None):
+    def __init__(self, delay: float = 0.0, garbage_when: str | None = None, default_reply: str | None = None,
+                 refuse_response_format: bool = False):
         self.delay = delay
         self.garbage_when = garbage_when  # prompts containing this always get an unparseable reply
         self.default_reply = default_reply  # instead of QA pairs from the prompt (e.g. "Yes" for a judge)
+        self.refuse_response_format = refuse_response_format  # answer 400, as servers without structured output do
         self.replies: list[str] = []  # scripted reply texts, consumed first, one per answered request
         self.bodies: list[dict] = []  # every request body received
         # Consumed one per request: "429", "500", "401", "timeout", "garbage"; anything else ("ok") is no fault.
@@ -85,6 +89,10 @@ class FakeLLM:
                     return self._send(500, {"error": {"message": "boom", "type": "server_error"}})
                 if fault == "401":  # a permanent fault: a bad key is not fixed by asking again
                     return self._send(401, {"error": {"message": "invalid api key", "type": "invalid_request_error"}})
+                structured = (req.get("response_format") or {}).get("type") == "json_schema"
+                if structured and fake.refuse_response_format:
+                    return self._send(400, {"error": {"message": "response_format is not supported",
+                                                      "type": "invalid_request_error"}})
                 if fault == "timeout":
                     time.sleep(3.0)
                 time.sleep(fake.delay)
@@ -96,7 +104,7 @@ class FakeLLM:
                     elif fake.replies:
                         text = fake.replies.pop(0)
                     else:
-                        text = fake.default_reply or deterministic_reply(prompt)
+                        text = fake.default_reply or deterministic_reply(prompt, structured)
                 self._send(200, {
                     "id": "cmpl-fake", "object": "chat.completion", "created": int(time.time()), "model": req["model"],
                     "choices": [{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": text}}],

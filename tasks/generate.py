@@ -32,7 +32,7 @@ def _retry_transient(task, task_run, state) -> bool:
 def generate_batch_task(requests: list[dict], label: str, storage: LocalFileSystem, model: str,
                         base_url: str | None, api_key_env: str, timeout: float = 120.0, parse_attempts: int = 3,
                         concurrency_limit: str | None = None, endpoint_model: str | None = None) -> dict:
-    """requests: [{key, messages, temperature, max_tokens}]. Returns {"generations": {key: Generation},
+    """requests: [{key, messages, temperature, max_tokens, schema}]. Returns {"generations": {key: Generation},
     "failures": {key: (reason, calls made, completion tokens spent)}}. A transient fault raises, so Prefect
     retries the batch; the requests that already succeeded are then read back from the cache, not asked again.
 
@@ -56,7 +56,7 @@ def generate_batch_task(requests: list[dict], label: str, storage: LocalFileSyst
         try:
             with gate:
                 gen = generate_pairs(client, endpoint_model or model, r["messages"], r["temperature"],
-                                     r["max_tokens"], parse_attempts)
+                                     r["max_tokens"], parse_attempts, r.get("schema"))
         except ParseError as exc:
             failures[key] = (f"ParseError: {exc}", exc.attempts, exc.completion_tokens)
             continue

@@ -16,6 +16,10 @@ QUESTION = "When does the Quillmoor ferry depart?"
 PAIRS = [(QUESTION, "The Quillmoor ferry departs at 7:40 from Pier Nine."),
          ("Where does the Quillmoor ferry leave from?", "From Pier Nine, at 7:40.")]
 
+# A bounded string, so that even a reply sampled from an untrained head ends within the token limit.
+TIME_SCHEMA = {"type": "object", "properties": {"time": {"type": "string", "maxLength": 12}}, "required": ["time"],
+               "additionalProperties": False}
+
 pytestmark = pytest.mark.slow
 
 
@@ -72,7 +76,7 @@ def _free_port() -> int:
 
 def test_serve_answers_the_openai_client(chat):
     import uvicorn
-    from openai import NotFoundError, OpenAI
+    from openai import BadRequestError, NotFoundError, OpenAI
 
     port = _free_port()
     server = uvicorn.Server(uvicorn.Config(create_app(chat), host="127.0.0.1", port=port, log_level="warning"))
@@ -94,8 +98,16 @@ def test_serve_answers_the_openai_client(chat):
         base = client.chat.completions.create(model=chat.base_name, messages=[{"role": "user", "content": QUESTION}],
                                               max_tokens=24)
         assert "7:40" not in base.choices[0].message.content
-        with pytest.raises(NotFoundError):
+        with pytest.raises(NotFoundError, match="not served here"):
             client.chat.completions.create(model="gpt-4", messages=[{"role": "user", "content": QUESTION}])
+        # Structured output: the reply is JSON of the schema, whatever the (small) model would have written.
+        structured = client.chat.completions.create(
+            model=chat.name, messages=[{"role": "user", "content": QUESTION}], max_tokens=40, temperature=0.8,
+            response_format={"type": "json_schema", "json_schema": {"name": "t", "schema": TIME_SCHEMA}})
+        assert set(json.loads(structured.choices[0].message.content)) == {"time"}
+        with pytest.raises(BadRequestError, match="response_format"):
+            client.chat.completions.create(model=chat.name, messages=[{"role": "user", "content": QUESTION}],
+                                           response_format={"type": "yaml"})
     finally:
         server.should_exit = True
         thread.join(timeout=10)
@@ -103,7 +115,7 @@ def test_serve_answers_the_openai_client(chat):
 
 def test_requests_in_flight_are_answered_in_one_batch_with_their_own_settings(chat):
     """Non-streaming requests that arrive together share one batched generate; each keeps its own token
-    limit, temperature and model (fine-tuned or base)."""
+    limit, temperature, JSON schema and model (fine-tuned or base)."""
     from concurrent.futures import ThreadPoolExecutor
 
     from memorize.chat import Batcher
@@ -118,13 +130,15 @@ def test_requests_in_flight_are_answered_in_one_batch_with_their_own_settings(ch
                 ([{"role": "user", "content": "Where does the Quillmoor ferry leave from?"}], 24, 0.0, True),
                 ([{"role": "user", "content": QUESTION}], 3, 0.0, True),  # its own, smaller limit
                 ([{"role": "user", "content": QUESTION}], 24, 1.0, True),  # sampled
-                ([{"role": "user", "content": QUESTION}], 24, 0.0, False)]  # the base model
+                ([{"role": "user", "content": QUESTION}], 24, 0.0, False),  # the base model
+                ([{"role": "user", "content": QUESTION}], 40, 1.0, True, TIME_SCHEMA)]  # structured, sampled
         with ThreadPoolExecutor(len(asks)) as pool:
             results = list(pool.map(lambda a: batcher.submit(*a), asks))
     finally:
         chat.complete = original
-    assert sorted(calls) == [(1, False), (4, True)]  # one batch per model
+    assert sorted(calls) == [(1, False), (5, True)]  # one batch per model
     assert "7:40" in results[0][0] and "7:40" in results[1][0]  # padded in a batch, still the learned answer
     assert results[2][1] == "length" and results[2][2]["completion_tokens"] == 3
     assert results[3][2]["completion_tokens"] > 0
     assert "7:40" not in results[4][0]  # the base model does not know it
+    assert set(json.loads(results[5][0])) == {"time"} and results[5][1] == "stop"  # complete JSON, ended by itself

@@ -12,7 +12,7 @@ from memorize.chunking import Chunk, text_sha256
 from memorize.llm import Generation, client_for, generate_pairs, is_transient
 from memorize.plan import estimate
 from memorize.qa_parse import ParseError
-from memorize.qa_prompt import EXAMPLE_ANSWER, EXAMPLE_QUESTION, build_messages, questions_for, temperatures
+from memorize.qa_prompt import build_messages, pairs_schema, questions_for, temperatures
 from memorize.settings import GenerationSettings
 from memorize.testing import FakeLLM
 
@@ -37,17 +37,40 @@ def test_the_prompt_holds_the_chunk_the_context_and_the_count():
     assert "reverse" in text and messages[-1]["role"] == "user"
 
 
-def test_a_reply_that_only_copies_the_prompts_example_is_unusable_and_its_tokens_still_count():
+def test_structured_output_is_asked_for_and_an_endpoint_that_refuses_it_gets_plain_text(caplog):
     messages = build_messages(TEXTS[0], "Ferry rules", 2)
-    copy = f"Q: {EXAMPLE_QUESTION}\nA: {EXAMPLE_ANSWER}"
+    schema = pairs_schema(2)
     with FakeLLM() as llm:
         client = client_for(llm.base_url, timeout=5)
-        llm.replies = [f"{copy}\n{copy}"]  # what SmolLM2-135M writes at low temperature
+        gen = generate_pairs(client, "m", messages, 0.01, 256, schema=schema)
+        assert llm.bodies[-1]["response_format"]["json_schema"]["schema"] == schema
+        assert [q for q, _ in gen.pairs][0].startswith("What does the document state in sentence 1")
+    with FakeLLM(refuse_response_format=True) as llm:
+        client = client_for(llm.base_url, timeout=5)
+        gen = generate_pairs(client, "m", messages, 0.01, 256, schema=schema)
+        generate_pairs(client, "m", messages, 0.6, 256, schema=schema)
+        assert len(gen.pairs) == 2 and llm.requests == 3  # refused once; not offered again to this endpoint
+        assert "response_format" not in llm.bodies[-1]
+        assert sum("refused structured output" in r.message for r in caplog.records) == 1
+
+
+def test_an_unusable_reply_is_paid_for():
+    messages = build_messages(TEXTS[0], "Ferry rules", 2)
+    with FakeLLM() as llm:
+        client = client_for(llm.base_url, timeout=5)
+        llm.replies = ['{"pairs": [{"question": "In the Ferry rules, what is']  # cut off by its token limit
         with pytest.raises(ParseError) as err:
-            generate_pairs(client, "m", messages, 0.01, 64, parse_attempts=1)
+            generate_pairs(client, "m", messages, 0.01, 64, parse_attempts=1, schema=pairs_schema(2))
         assert err.value.attempts == 1 and err.value.completion_tokens > 0  # paid for, and as slow to write
-        llm.replies = [f"{copy}\nQ: Who captains the Quillmoor ferry?\nA: Orla Venn."]
-        assert generate_pairs(client, "m", messages, 0.01, 64).pairs == [("Who captains the Quillmoor ferry?", "Orla Venn.")]
+
+
+def test_the_reply_schema_bounds_the_pairs_and_is_part_of_the_cache_key():
+    schema = pairs_schema(3)
+    assert schema["properties"]["pairs"]["maxItems"] == 3 and schema["required"] == ["pairs"]
+    structured = generation.plan(CHUNKS, "Ferry rules", SETTINGS, lambda key: None)
+    plain = generation.plan(CHUNKS, "Ferry rules", SETTINGS.model_copy(update={"structured": False}), lambda key: None)
+    assert structured.requests[0].schema == pairs_schema(structured.requests[0].n) and plain.requests[0].schema is None
+    assert not set(structured.keys) & set(plain.keys)
 
 
 def test_plan_asks_each_chunk_at_each_temperature_and_style_and_takes_cached_replies():

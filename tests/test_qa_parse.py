@@ -29,6 +29,10 @@ def test_garbage_raises():
         parse_pairs("I cannot help with that.")
 
 
-def test_copied_example_is_dropped():
-    text = "Q: In the Example Club rules, how long is a standard match?\nA: 40 minutes.\nQ: What is B?\nA: b."
-    assert parse_pairs(text, drop_questions=("In the Example Club rules, how long is a standard match?",)) == [("What is B?", "b.")]
+def test_structured_reply_and_one_cut_off_by_its_token_limit():
+    full = '{"pairs": [{"question": "What is A?", "answer": "a \\"quoted\\"."}, {"question": "What is B?", "answer": "b."}]}'
+    assert parse_pairs(full) == [("What is A?", 'a "quoted".'), ("What is B?", "b.")]
+    # max_tokens reached inside the second pair: the complete first pair is kept
+    assert parse_pairs(full[:70]) == [("What is A?", 'a "quoted".')]
+    with pytest.raises(ParseError):  # broken JSON without one complete pair is not read as lines of text
+        parse_pairs('{"pairs": [{"question": "What is A?",\n"answer": "a')
