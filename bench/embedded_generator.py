@@ -30,6 +30,7 @@ from pathlib import Path
 from memorize.chunking import chunk_document
 from memorize.extract import extract
 from memorize.filtering import filter_pairs
+from memorize.generation import EMBEDDED_MAX_CHARS
 from memorize.llm import client_for
 from memorize.local_model import resolve_model
 from memorize.local_server import serve
@@ -42,7 +43,7 @@ DOC = Path(__file__).parent / "data" / "moonwell_charter.md"
 def _plan(args, temperature: float, structured: bool = False) -> list:
     chunks = chunk_document(extract(DOC))
     plan = plan_requests(chunks, "The charter of the Moonwell Honey and Cider Cooperative", [temperature], ["mixed"],
-                         structured=structured)
+                         structured=structured, max_chars=EMBEDDED_MAX_CHARS)
     return list(itertools.islice(itertools.cycle(plan), args.requests))
 
 

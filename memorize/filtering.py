@@ -3,6 +3,8 @@
 Each dropped pair gets a reason, counted in report.json:
 - `not_a_question`: no question mark (Latin, full-width or Arabic): a small generator that rewrites the
   chunk as alternating lines ("## Date and Course" / "The race is sailed ...") parses as pairs that ask nothing;
+- `off_topic`: none of the question's content words occurs in the chunk ("What is the penalty for a late
+  start?" copied from the prompt, "How is it done?"): it names nothing the chunk is about;
 - `answer_in_question`: the answer's words are all in the question (nothing to learn, it teaches echoing);
 - `unsupported`: under half of the answer's content words occur in the chunk it was written from
   (a cheap lexical check for invented facts);
@@ -25,6 +27,9 @@ _STOP = set("""a an the and or but of in on at to for from by with as is are was
     these those there their they them he she his her we you i do does did not no yes can may must will would should
     shall could has have had what which who whom whose when where why how than then so such also only any each every
     all some more most into out up down over under about after before if because while""".split())
+# Words a question uses about any document: they do not tie it to this chunk.
+_GENERIC = set("document documents text passage part section rule rules say says said state states stated "
+               "mention mentioned above below described".split())
 
 
 def _norm(text: str) -> str:
@@ -35,15 +40,28 @@ def _content(text: str) -> set[str]:
     return {w for w in re.findall(r"\w+", text.lower()) if w not in _STOP}
 
 
+_CJK_PAIR = re.compile(r"[\u3040-\u30ff\u3400-\u9fff\uac00-\ud7af]{2}")  # scripts written without spaces
+
+
+def _names_the_chunk(question: str, q_words: set[str], chunk_text: str, chunk_words: set[str]) -> bool:
+    if (q_words - _GENERIC) & chunk_words:
+        return True
+    # Chinese, Japanese, Korean: a "word" is a whole clause; two characters shared with the chunk will do.
+    return any(_CJK_PAIR.fullmatch(question[i:i + 2]) and question[i:i + 2] in chunk_text
+               for i in range(len(question) - 1))
+
+
 def drop_reason(question: str, answer: str, chunk_text: str) -> str | None:
     """Why a single pair is unusable, or None."""
     if not any(mark in question for mark in QUESTION_MARKS):
         return "not_a_question"
-    q_words, a_words = _content(question), _content(answer)
+    q_words, a_words, chunk_words = _content(question), _content(answer), _content(chunk_text)
+    if not _names_the_chunk(question, q_words, chunk_text, chunk_words):
+        return "off_topic"
     if not a_words - q_words or _norm(answer) in _norm(question):
         return "answer_in_question"
     new = a_words - q_words
-    if len(new & _content(chunk_text)) < MIN_SUPPORT * len(new):
+    if len(new & chunk_words) < MIN_SUPPORT * len(new):
         return "unsupported"
     return None
 

@@ -20,6 +20,9 @@ from memorize.qa_prompt import PROMPT_VERSION, temperatures as temperature_range
 from memorize.settings import GenerationSettings
 
 
+EMBEDDED_MAX_CHARS = 300  # per question or answer of the embedded generator (see qa_prompt.pairs_schema)
+
+
 def generation_key(messages: list[dict], model: str, temperature: float, max_tokens: int,
                    schema: dict | None = None) -> str:
     """The rendered prompt holds the chunk text, the context, the style and the pair count."""
@@ -58,7 +61,8 @@ def plan(chunks: list[Chunk], context: str, settings: GenerationSettings,
     if not model_name:
         raise ValueError("--model is required with --base-url (the model name the endpoint serves)")
     temps = temperature_range(settings.temperatures)
-    requests = plan_requests(chunks, context, temps, settings.styles, settings.questions_per_chunk, settings.structured)
+    requests = plan_requests(chunks, context, temps, settings.styles, settings.questions_per_chunk, settings.structured,
+                             EMBEDDED_MAX_CHARS if settings.base_url is None else None)
     job = GenerationJob(requests, [generation_key(r.messages, model_name, r.temperature, r.max_tokens, r.schema)
                                    for r in requests], model_name, temps)
     for i, key in enumerate(job.keys):

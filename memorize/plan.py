@@ -16,11 +16,7 @@ class Request:
     style: str
     n: int
     messages: list[dict]
-    structured: bool = True  # ask for JSON of `schema` (response_format)
-
-    @property
-    def schema(self) -> dict | None:
-        return pairs_schema(self.n) if self.structured else None
+    schema: dict | None = None  # the reply's JSON schema (structured output), or None: plain text
 
     @property
     def max_tokens(self) -> int:
@@ -29,13 +25,16 @@ class Request:
 
 
 def plan_requests(chunks: list[Chunk], context: str, temperatures: list[float], styles: list[str],
-                  questions_per_chunk: int | None = None, structured: bool = True) -> list[Request]:
+                  questions_per_chunk: int | None = None, structured: bool = True,
+                  max_chars: int | None = None) -> list[Request]:
+    """Every request; `structured` asks for JSON (`pairs_schema`, its strings bounded by max_chars)."""
     plan = []
     for chunk in chunks:
         n = questions_for(chunk.tokens, questions_per_chunk)
+        schema = pairs_schema(n, max_chars) if structured else None
         for style in styles:
             messages = build_messages(chunk.text, context, n, style)
-            plan.extend(Request(chunk, t, style, n, messages, structured) for t in temperatures)
+            plan.extend(Request(chunk, t, style, n, messages, schema) for t in temperatures)
     return plan
 
 

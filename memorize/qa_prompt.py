@@ -19,9 +19,9 @@ Below is a part of that document, between <document> tags.
 
 Write {n} question/answer pairs that together cover every fact in this part of the document.
 Rules:
-- Every question must be understandable on its own, without the document: name the subject
-  explicitly (write "In the {context_short}, what is the penalty for a late start?", never
-  "What does the rule say?" or "What is mentioned above?").
+- Every question must be understandable on its own, without the document: begin it with
+  "In the {context_short}," and name the person, place, thing or number it asks about; never write
+  "What does the rule say?" or "What is mentioned above?".
 - Answers keep the meaning of the text but need not copy its wording.
 - Vary the style and format: short factual questions, "why" and "how" questions, yes/no questions,
   and some tricky or nuanced questions about exceptions, conditions and numbers.
@@ -33,11 +33,16 @@ Reply with JSON only, in this form, with {n} pairs:
 {{"pairs": [{{"question": "...", "answer": "..."}}, ...]}}"""
 
 
-def pairs_schema(n: int) -> dict:
+def pairs_schema(n: int, max_chars: int | None = None) -> dict:
     """The reply's JSON schema (structured output: `response_format`): at most n pairs, so that a small
     model stops. No example pair in the prompt: the schema fixes the form, and small models copied the
-    example verbatim instead of writing about the chunk (4 of 9 quick-start replies)."""
-    pair = {"type": "object", "properties": {"question": {"type": "string"}, "answer": {"type": "string"}},
+    example verbatim instead of writing about the chunk (4 of 9 quick-start replies).
+
+    max_chars bounds every string, for the embedded generator only: SmolLM2-135M at low temperature
+    loops inside a string until its token limit (7 of 8 replies unparseable), while hosted endpoints
+    may refuse length keywords in a strict schema."""
+    text = {"type": "string", **({"maxLength": max_chars} if max_chars else {})}
+    pair = {"type": "object", "properties": {"question": text, "answer": text},
             "required": ["question", "answer"], "additionalProperties": False}
     return {"type": "object", "properties": {"pairs": {"type": "array", "items": pair, "minItems": 1, "maxItems": n}},
             "required": ["pairs"], "additionalProperties": False}

@@ -80,6 +80,9 @@ def test_drop_reasons():
     # A small generator rewriting the chunk as alternating lines: "pairs" that ask nothing.
     assert drop_reason("## Date and Course", "The race is sailed on the second Saturday of September.", chunk) == "not_a_question"
     assert drop_reason("港务长是谁？", "港务长是 Ilsa Brannock。", "港务长是 Ilsa Brannock。") is None  # a full-width question mark
+    # Questions that name nothing of the chunk: copied from the prompt, or too vague to stand alone.
+    assert drop_reason("What is the penalty for a late start?", "A penalty of 10%.", chunk) == "off_topic"
+    assert drop_reason("What does the rule say?", "The Harbour Warden is Ilsa Brannock.", chunk) == "off_topic"
 
 
 def test_filter_pairs_counts_each_reason_and_keeps_order():

@@ -71,6 +71,11 @@ def test_the_reply_schema_bounds_the_pairs_and_is_part_of_the_cache_key():
     plain = generation.plan(CHUNKS, "Ferry rules", SETTINGS.model_copy(update={"structured": False}), lambda key: None)
     assert structured.requests[0].schema == pairs_schema(structured.requests[0].n) and plain.requests[0].schema is None
     assert not set(structured.keys) & set(plain.keys)
+    # The embedded generator's strings are bounded (a small model loops inside one); an endpoint's are not.
+    embedded = generation.plan(CHUNKS, "Ferry rules", GenerationSettings(temperatures=1), lambda key: None)
+    pair = embedded.requests[0].schema["properties"]["pairs"]["items"]["properties"]
+    assert pair["answer"]["maxLength"] == pair["question"]["maxLength"] == generation.EMBEDDED_MAX_CHARS
+    assert "maxLength" not in json.dumps(structured.requests[0].schema)
 
 
 def test_plan_asks_each_chunk_at_each_temperature_and_style_and_takes_cached_replies():
