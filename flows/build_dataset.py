@@ -108,7 +108,10 @@ def _generate(job: GenerationJob, settings: GenerationSettings, storage, log_dir
                     bar.update(len(batch))
                     bar.set_postfix_str(f"{rate:.1f} tokens/s")
                     update_progress_artifact(progress_id, 100.0 * done / len(todo))
-                    if s.base_url is None and rate < SLOW_EMBEDDED and done < len(todo) and not warned:
+                    # The embedded server answers the requests in flight as one batch, which ends all at once:
+                    # the rate means something once that batch is done, not at its first reply.
+                    first_batch = done >= min(concurrency, len(todo))
+                    if s.base_url is None and first_batch and rate < SLOW_EMBEDDED and done < len(todo) and not warned:
                         warned = True
                         get_run_logger().warning(
                             f"the embedded generator runs at {rate:.1f} tokens/s (about 14 on a 2-core machine): "
