@@ -22,17 +22,17 @@ _PAIR_OBJECT = re.compile(r'\{\s*"(?:question|q)"\s*:\s*("(?:[^"\\]|\\.)*")\s*,\
 
 def _from_json(text: str) -> list[tuple[str, str]] | None:
     """A JSON list of pairs, bare or under any key ({"pairs": [...]}); else the complete pair objects of
-    a truncated reply."""
+    a truncated reply. Raw control characters (a tab) inside strings are accepted: small models write them."""
     start, end = text.find("["), text.rfind("]")
     try:
-        data = json.loads(text[start : end + 1]) if 0 <= start < end else None
+        data = json.loads(text[start : end + 1], strict=False) if 0 <= start < end else None
     except json.JSONDecodeError:
         data = None
     if not isinstance(data, list):
         salvaged = []
         for q, a in _PAIR_OBJECT.findall(text):
             try:
-                salvaged.append((json.loads(q), json.loads(a)))
+                salvaged.append((json.loads(q, strict=False), json.loads(a, strict=False)))
             except json.JSONDecodeError:  # an invalid escape such as \x
                 continue
         return salvaged or None

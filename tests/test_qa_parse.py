@@ -34,5 +34,6 @@ def test_structured_reply_and_one_cut_off_by_its_token_limit():
     assert parse_pairs(full) == [("What is A?", 'a "quoted".'), ("What is B?", "b.")]
     # max_tokens reached inside the second pair: the complete first pair is kept
     assert parse_pairs(full[:70]) == [("What is A?", 'a "quoted".')]
+    assert parse_pairs('{"pairs": [{"question": "What is\tC?", "answer": "c."}, {"question": "D') == [("What is C?", "c.")]
     with pytest.raises(ParseError):  # broken JSON without one complete pair is not read as lines of text
         parse_pairs('{"pairs": [{"question": "What is A?",\n"answer": "a')
