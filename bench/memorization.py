@@ -180,10 +180,10 @@ def run(name: str, args, base_model: str, held_out: list[str], previous: dict[st
     row["train_minutes"] = (time.perf_counter() - started) / 60
     row["final_train_loss"] = result.final_train_loss
     row["qa_by_epoch"], row["selected_epoch"] = result.qa_by_epoch, result.selected_epoch
-    row["hyperparameters"] = {**{k: getattr(config, k) for k in ("learning_rate", "epochs", "lora_r", "lora_alpha",
+    row["hyperparameters"] = {**{k: getattr(config, k) for k in ("full", "epochs", "lora_r", "lora_alpha",
                                                                  "batch_size", "replay_ratio", "select_epoch",
                                                                  "adapter_scale")},
-                              "pairs_per_row": _pairs_per_row(name)}
+                              "learning_rate": config.peak_learning_rate, "pairs_per_row": _pairs_per_row(name)}
     return {**row, **evaluate_row(args, base_model, data, out, result.adapter_dir)}
 
 

@@ -121,7 +121,9 @@ def cmd_run(a: argparse.Namespace) -> int:
                                train_on_pool=a.train_on_pool, generation=settings_from(a, "generation"),
                                training=settings_from(a, "training"), evaluation=settings_from(a, "evaluation"),
                                cache_dir=a.cache_dir)
-    print(f"\nOutputs in {result['out']}: data/ (dataset), model/adapter (LoRA), eval/eval.md and eval/accuracy.png")
+    tuned = Path(result["adapter_dir"]).relative_to(result["out"])
+    print(f"\nOutputs in {result['out']}: data/ (dataset), {tuned} (the fine-tuned weights), eval/eval.md and "
+          "eval/accuracy.png")
     _print_summary(result["evaluation"])
     return 0
 
@@ -135,7 +137,7 @@ def cmd_ask(a: argparse.Namespace) -> int:
         return 0
     messages = ([{"role": "system", "content": a.system}] if a.system else []) + [{"role": "user", "content": a.question}]
     if a.base and chat.base_name is None:
-        print("--base needs an adapter folder: a merged model has no base model beside it", file=sys.stderr)
+        print("--base needs an adapter folder: a merged or fully fine-tuned model has no base model beside it", file=sys.stderr)
         return 2
     for label, use_adapter in [("fine-tuned", True)] + ([("base", False)] if a.base else []):
         if a.base:
@@ -286,9 +288,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_settings(p, "generation")
     p.set_defaults(func=cmd_dataset)
 
-    p = command("train", "dataset folder -> LoRA adapter (flow finetune)")
+    p = command("train", "dataset folder -> LoRA adapter or full fine-tune (flow finetune)")
     p.add_argument("data_dir", help="output folder of `memorize dataset` (train.jsonl, test.jsonl)")
-    _add_paths(p, "output folder (adapter/, metrics.json, loss_curve.png)")
+    _add_paths(p, "output folder (adapter/ or full/, metrics.json, loss_curve.png)")
     _add_base_model(p)
     p.add_argument("--train-on-pool", metavar="POOL", help="run training through the finetune/POOL deployment (e.g. gpu)")
     add_settings(p, "training")
@@ -296,7 +298,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = command("eval", "base vs fine-tuned vs in-context, closed-book (flow evaluate)")
     p.add_argument("data_dir", help="output folder of `memorize dataset` (qa.jsonl, chunks.jsonl)")
-    p.add_argument("--adapter", help="LoRA adapter folder (omit to evaluate the base model only)")
+    p.add_argument("--adapter", help="LoRA adapter folder, or the full/ folder of `train --full` (omit to evaluate "
+                   "the base model only)")
     p.add_argument("--base-model", help="the adapter's base model (default: the embedded SmolLM2-135M-Instruct)")
     _add_paths(p, "output folder (eval.json, eval.md, accuracy.png)")
     p.add_argument("--chat-template", help="the --chat-template the adapter was trained with (models without one)")

@@ -1,4 +1,4 @@
-"""Flow `finetune`: a chat QA dataset folder -> LoRA/QLoRA adapter, metrics and loss curves."""
+"""Flow `finetune`: a chat QA dataset folder -> LoRA/QLoRA adapter (or a full fine-tune), metrics and loss curves."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -9,7 +9,7 @@ from prefect.artifacts import create_link_artifact, create_markdown_artifact
 from memorize import DEFAULT_CACHE_DIR
 from memorize.local_model import resolve_model
 from memorize.settings import TrainSettings
-from memorize.training import TrainConfig
+from memorize.training import TrainConfig, saved_marker
 from tasks.caching import result_storage
 from tasks.train import train_task
 
@@ -50,17 +50,17 @@ def finetune(
     cache_dir: str = DEFAULT_CACHE_DIR,
     progress: bool = True,
 ) -> dict:
-    """Fine-tune a LoRA adapter on DATA_DIR/{train,test}.jsonl. With settings.select_epoch, the adapter kept is
-    the epoch's that answers the test split's questions best."""
+    """Fine-tune a LoRA adapter (or every weight) on DATA_DIR/{train,test}.jsonl. With settings.select_epoch, the
+    weights kept are the epoch's that answers the test split's questions best."""
     require_shared_path(Path(data_dir) / "train.jsonl", "training data")
     config = TrainConfig(base_model=resolve_model(base_model), data_dir=data_dir, output_dir=output_dir,
                          **settings.model_dump())
-    # A cached result is only good while its adapter is still on disk.
-    refresh = not (Path(output_dir) / "adapter" / "adapter_config.json").exists()
+    # A cached result is only good while what it trained is still on disk.
+    refresh = not saved_marker(output_dir, settings.full).exists()
     summary = train_task.with_options(result_storage=result_storage(cache_dir), refresh_cache=refresh)(
         config, progress)
     create_markdown_artifact(key="finetune-curves", markdown=_losses_markdown(summary))
     if summary["hub_url"]:
         create_link_artifact(key="finetune-adapter", link=summary["hub_url"], description="adapter on the Hub")
-    get_run_logger().info(f"adapter saved to {summary['adapter_dir']}")
+    get_run_logger().info(f"{'model' if settings.full else 'adapter'} saved to {summary['adapter_dir']}")
     return summary

@@ -13,6 +13,7 @@ from flows.evaluate_flow import accuracy_lines, evaluate_flow
 from flows.finetune import SharedStorageError, finetune, require_shared_path
 from memorize import DEFAULT_CACHE_DIR
 from memorize.settings import EvalSettings, GenerationSettings, TrainSettings
+from memorize.training import saved_marker
 
 
 def train_remotely(pool: str, parameters: dict) -> dict:
@@ -22,12 +23,13 @@ def train_remotely(pool: str, parameters: dict) -> dict:
     if not run.state or not run.state.is_completed():
         raise RuntimeError(f"training run {run.name} on pool {pool!r} ended {run.state.name if run.state else 'without a state'}: "
                            f"{run.state.message if run.state else ''}")
-    adapter = Path(parameters["output_dir"]) / "adapter"
+    full = parameters["settings"]["full"]
+    marker = saved_marker(parameters["output_dir"], full)
     try:
-        require_shared_path(adapter / "adapter_config.json", f"adapter written by the {pool!r} worker:")
+        require_shared_path(marker, f"{'model' if full else 'adapter'} written by the {pool!r} worker:")
     except SharedStorageError as exc:
         raise SharedStorageError(f"{exc} (flow run {run.name})") from None
-    return {"adapter_dir": str(adapter), "flow_run_id": str(run.id), "pool": pool}
+    return {"adapter_dir": str(marker.parent), "flow_run_id": str(run.id), "pool": pool}
 
 
 @flow(name="memorize")

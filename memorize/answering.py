@@ -176,19 +176,23 @@ class AnswerCache:
 
 class Answerer:
     """One base model, optionally with a LoRA adapter that can be switched off per call, so the
-    base, fine-tuned and in-context runs share a single copy of the base weights."""
+    base, fine-tuned and in-context runs share a single copy of the base weights. A whole fine-tuned
+    model (`memorize train --full`) comes with the base model beside it (`base`) for use_adapter=False."""
 
-    def __init__(self, model, tokenizer, has_adapter: bool, system_prompt: str | None = None):
+    def __init__(self, model, tokenizer, has_adapter: bool, system_prompt: str | None = None, base=None):
         # No system prompt by default: questions are asked exactly as in the training rows (a user
         # turn under the template's own default), so the fine-tuned model is tested on what it learned.
-        self.model, self.tokenizer, self.has_adapter = model, tokenizer, has_adapter
+        self.model, self.tokenizer, self.has_adapter, self.base = model, tokenizer, has_adapter, base
         self.system_prompt = system_prompt if system_prompt and _supports_system(self.tokenizer) else None
 
     @classmethod
     def load(cls, model_id: str, adapter: str | None = None, chat_template: str | None = None,
              system_prompt: str | None = None) -> "Answerer":
-        return cls(load_model(model_id, adapter=adapter), load_tokenizer(model_id, chat_template),
-                   adapter is not None, system_prompt)
+        """`adapter`: a LoRA adapter folder, or a whole fine-tuned model's (`--full`)."""
+        tokenizer = load_tokenizer(model_id, chat_template)
+        if adapter and not (Path(adapter) / "adapter_config.json").exists():
+            return cls(load_model(adapter), tokenizer, True, system_prompt, base=load_model(model_id))
+        return cls(load_model(model_id, adapter=adapter), tokenizer, adapter is not None, system_prompt)
 
     def prompt(self, question: str, context: str | None = None) -> str:
         messages = [{"role": "user", "content": user_message(question, context)}]
@@ -196,8 +200,8 @@ class Answerer:
             messages.insert(0, {"role": "system", "content": self.system_prompt})
         return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
 
-    def _generate(self, prompts: list[str], max_new_tokens: int) -> list[str]:
-        return [c.text for c in complete(self.model, self.tokenizer, prompts, [max_new_tokens] * len(prompts))]
+    def _generate(self, model, prompts: list[str], max_new_tokens: int) -> list[str]:
+        return [c.text for c in complete(model, self.tokenizer, prompts, [max_new_tokens] * len(prompts))]
 
     def answer(self, questions: list[str], contexts: list[str] | None = None, batch_size: int = 8,
                max_new_tokens: int = 128, use_adapter: bool = True, progress: bool = True,
@@ -216,11 +220,17 @@ class Answerer:
             answers[i] = cache.entries[keys[i]]
         # Batching prompts of similar length wastes less compute on padding.
         order = sorted(todo, key=lambda i: len(prompts[i]))
-        switch = self.model.disable_adapter() if self.has_adapter and not use_adapter else nullcontext()
+        model, switch = self.model, nullcontext()
+        if self.has_adapter and not use_adapter:
+            if self.base is not None:
+                model = self.base
+            else:
+                switch = self.model.disable_adapter()
         with switch:
             for start in tqdm(range(0, len(order), batch_size), desc=desc, disable=not progress):
                 batch = order[start:start + batch_size]
-                for i, text in zip(batch, self._generate([prompts[i] for i in batch], max_new_tokens), strict=True):
+                for i, text in zip(batch, self._generate(model, [prompts[i] for i in batch], max_new_tokens),
+                                   strict=True):
                     answers[i] = text
                     if cache:
                         cache.entries[keys[i]] = text

@@ -18,7 +18,7 @@ from memorize.models import ModelLoadError, load_model, load_tokenizer
 
 class ChatModel:
     """A fine-tuned model read from MODEL_DIR: the output folder of `memorize train` (or `run`'s model/),
-    its adapter/ folder, or a merged model. An adapter names its base in adapter_config.json; the tokenizer
+    its adapter/ folder, or a whole model (merged/, or full/ of `train --full`). An adapter names its base in adapter_config.json; the tokenizer
     (with the chat template used in training) is read from the adapter folder. With an adapter, the base
     model's own answers are one switch away (`use_adapter=False`), on the same weights."""
 
@@ -28,15 +28,15 @@ class ChatModel:
         if adapter is not None:
             base = json.loads((adapter / "adapter_config.json").read_text())["base_model_name_or_path"]
             self.model, self.tokenizer = load_model(base, adapter=str(adapter)), load_tokenizer(str(adapter))
-        elif (root / "config.json").exists():  # a merged model (`memorize train --merge` writes merged/)
-            base = None
-            self.model, self.tokenizer = load_model(str(root)), load_tokenizer(str(root))
+        elif whole := next((d for d in (root / "full", root) if (d / "config.json").exists()), None):
+            base = None  # `memorize train --merge` writes merged/, `--full` full/
+            self.model, self.tokenizer = load_model(str(whole)), load_tokenizer(str(whole))
         else:
             raise ModelLoadError(f"{root}: no adapter (adapter/adapter_config.json) and no model (config.json) found; "
-                                 "pass the output folder of `memorize train` or its adapter/ or merged/ folder")
+                                 "pass the output folder of `memorize train` or its adapter/, full/ or merged/ folder")
         # `run` writes OUT/model/adapter: name it after OUT, not after the generic folder.
         path = root.resolve()
-        self.name = path.parent.name if path.name in ("model", "adapter", "merged") else path.name
+        self.name = path.parent.name if path.name in ("model", "adapter", "full", "merged") else path.name
         self.base_name = None if base is None else Path(base).name or base
 
     def reply(self, messages: list[dict], max_new_tokens: int = 256, temperature: float = 0.0,

@@ -9,13 +9,16 @@ The training defaults are the memorization recipe, chosen from bench/memorizatio
 """
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from memorize.augment import check_kinds
 from memorize.dataset import DEFAULT_TEST_RATIO
 from memorize.styles import check_styles
 
 
+LORA_LEARNING_RATE = 1e-3
+# LoRA's best learning rate runs about 10x full fine-tuning's (Schulman et al., "LoRA Without Regret", 2025).
+FULL_LEARNING_RATE = 1e-4
 DEFAULT_API_KEY_ENV = "OPENAI_API_KEY"  # where an endpoint's key is read from unless a setting names another
 
 
@@ -91,8 +94,11 @@ class TrainSettings(_Settings):
     # spelled out so the adapter config is explicit and works with vLLM's LoRA loader.
     target_modules: list[str] = Field(["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
                                       description="LoRA target modules")
-    # LoRA r16/alpha32: 1e-4 barely moved held-out answers.
-    learning_rate: float = Field(1e-3, gt=0, description="peak learning rate")
+    full: bool = Field(False, description="train every weight instead of a LoRA adapter (small models; saved "
+                       "whole as model/full)")
+    # LoRA r16/alpha32: 1e-4 barely moved held-out answers. Every weight moving needs a smaller step.
+    learning_rate: float | None = Field(None, gt=0, description="peak learning rate (none: 1e-3 for LoRA, "
+                                        f"{FULL_LEARNING_RATE:g} with --full)")
     epochs: float = Field(3.0, gt=0, description="passes over the training rows")
     batch_size: int = Field(1, ge=1, description="rows per step (small batches memorize better)")
     grad_accum: int = Field(1, ge=1, description="gradient accumulation steps")
@@ -119,10 +125,25 @@ class TrainSettings(_Settings):
     # WiSE-FT's weight interpolation. Charter benchmark, strong reference set + augmentations: x0.9 kept
     # 60 % of paraphrased + reversed questions (x1: 63 %) and lost 3 general-knowledge points (x1: 8; n=120);
     # teacher-free pairs alone: 40 % (x1: 43 %), no forgetting either way. Both within noise, same direction twice.
-    adapter_scale: float = Field(0.9, gt=0, le=2, description="multiply the saved adapter's LoRA alpha: below 1 "
-                                 "keeps less of what was learned and more of what the base knew")
+    adapter_scale: float = Field(0.9, gt=0, le=2, description="keep this share of the trained update (the LoRA "
+                                 "alpha; with --full, base + share x (tuned - base)): below 1 keeps less of what was "
+                                 "learned and more of what the base knew")
     replay_prompts: str | None = Field(None, description="JSONL of {\"prompt\": ...} general instructions for "
                                        "replay (none: the shipped list)")
+
+    @model_validator(mode="after")
+    def _full(self):
+        if self.full and self.qlora:
+            raise ValueError("full=True trains every weight, qlora=True freezes them in 4 bits: choose one")
+        if self.full and self.merge:
+            raise ValueError("merge=True has nothing to merge with full=True: model/full is already a whole model")
+        return self
+
+    @property
+    def peak_learning_rate(self) -> float:
+        """learning_rate, or the default of the kind of training chosen (left unresolved in the settings, so a
+        form or config file that turns on `full` later does not inherit LoRA's rate)."""
+        return self.learning_rate or (FULL_LEARNING_RATE if self.full else LORA_LEARNING_RATE)
 
 
 class EvalSettings(_Settings):

@@ -1,4 +1,4 @@
-"""The GPU node: LoRA/QLoRA training. Returns paths and numbers, never model objects, so it can
+"""The GPU node: LoRA/QLoRA (or full) training. Returns paths and numbers, never model objects, so it can
 run in another process or on another machine (a `gpu` work-pool worker)."""
 from __future__ import annotations
 
@@ -13,7 +13,9 @@ from memorize import content_key
 
 def training_key(config: TrainConfig) -> str:
     data = Path(config.data_dir)
-    return content_key("train", file_sha256(data / "train.jsonl"), file_sha256(data / "test.jsonl"), config.model_dump())
+    # The learning rate resolved: a default that changes in code must not reuse an old run.
+    settings = {**config.model_dump(), "learning_rate": config.peak_learning_rate}
+    return content_key("train", file_sha256(data / "train.jsonl"), file_sha256(data / "test.jsonl"), settings)
 
 
 def _summary(result) -> dict:
@@ -28,7 +30,7 @@ def _summary(result) -> dict:
     }
 
 
-@task(name="train-lora", persist_result=True,
+@task(name="train", persist_result=True,
       cache_key_fn=lambda ctx, p: training_key(p["config"]))
 def train_task(config: TrainConfig, progress: bool = True) -> dict:
     return _summary(train(config, progress=progress))

@@ -111,8 +111,9 @@ def test_schedule_exists_and_is_inactive(stack):
     # typed parameters give the UI a form: every setting a typed field, no free-form dict anywhere
     schema = _deployment(stack, "finetune/gpu")["parameter_openapi_schema"]
     train = schema["definitions"]["TrainSettings"]["properties"]
-    assert train["learning_rate"]["type"] == "number" and train["qlora"]["type"] == "boolean"
-    assert train["learning_rate"]["default"] == TrainSettings().learning_rate
+    assert train["epochs"]["type"] == "number" and train["qlora"]["type"] == "boolean"
+    assert train["epochs"]["default"] == TrainSettings().epochs
+    assert {t["type"] for t in train["learning_rate"]["anyOf"]} == {"number", "null"}  # none: by LoRA or --full
     for name in ("build-dataset/cpu", "finetune/gpu", "evaluate/cpu", "memorize/cpu"):
         schema = _deployment(stack, name)["parameter_openapi_schema"]
         for model in [schema, *schema.get("definitions", {}).values()]:

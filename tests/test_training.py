@@ -8,8 +8,10 @@ from memorize.local_model import ensure_default_model
 from memorize.models import ModelLoadError, load_tokenizer
 from memorize.answering import Answerer
 from memorize.scoring import score
+from memorize.settings import FULL_LEARNING_RATE, LORA_LEARNING_RATE, TrainSettings
 from memorize.training import (
-    IGNORE_INDEX, SELECT_MAX_NEW_TOKENS, TrainConfig, TrainingInputError, scale_adapter, tokenize_conversation, train,
+    IGNORE_INDEX, SELECT_MAX_NEW_TOKENS, TrainConfig, TrainingInputError, interpolate_toward_base, scale_adapter,
+    tokenize_conversation, train,
 )
 
 FACTS = [
@@ -174,6 +176,51 @@ def test_the_epoch_kept_is_the_one_that_answered_held_out_questions_best(base_mo
         [q for q, _ in FACTS[2:]], max_new_tokens=SELECT_MAX_NEW_TOKENS, progress=False)
     assert sum(bool(score({"question": q, "answer": a}, text)["correct"])
                for (q, a), text in zip(FACTS[2:], answers)) / 2 == best
+
+
+def test_full_fine_tuning_has_its_own_learning_rate_and_refuses_what_cannot_apply():
+    assert TrainSettings().peak_learning_rate == LORA_LEARNING_RATE
+    assert TrainSettings(full=True).peak_learning_rate == FULL_LEARNING_RATE < LORA_LEARNING_RATE
+    assert TrainSettings(full=True, learning_rate=1e-4).peak_learning_rate == 1e-4
+    assert TrainSettings().learning_rate is None  # stays unresolved: turning on `full` later gets full's rate
+    with pytest.raises(ValueError, match="qlora=True freezes them"):
+        TrainSettings(full=True, qlora=True)
+    with pytest.raises(ValueError, match="nothing to merge"):
+        TrainSettings(full=True, merge=True)
+
+
+@pytest.mark.slow
+def test_full_fine_tune_saves_a_whole_model_that_evaluation_and_chat_read(base_model, tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    from memorize.chat import ChatModel
+
+    data = write_dataset(tmp_path / "data", FACTS[:3], FACTS[3:])
+    config = TrainConfig(base_model=base_model, data_dir=str(data), output_dir=str(tmp_path / "run"), full=True,
+                         epochs=2, max_length=128, logging_steps=1, replay_ratio=0, adapter_scale=0.8)
+    result = train(config, progress=False)
+    assert result.adapter_dir == tmp_path / "run" / "full" and (result.adapter_dir / "config.json").exists()
+    metrics = json.loads(result.metrics_path.read_text())
+    assert metrics["hyperparameters"]["learning_rate"] == FULL_LEARNING_RATE and len(result.qa_by_epoch) == 2
+    tok = load_tokenizer(str(result.adapter_dir))
+    base = AutoModelForCausalLM.from_pretrained(base_model, dtype=torch.float32)
+    tuned = AutoModelForCausalLM.from_pretrained(str(result.adapter_dir), dtype=torch.float32)
+    assert answer_nll(tuned, tok, FACTS[:3]) < 0.8 * answer_nll(base, tok, FACTS[:3])
+    # Evaluation answers "base" with the base model's own weights, "fine-tuned" with the whole tuned model.
+    questions = [q for q, _ in FACTS[:2]]
+    both = Answerer.load(base_model, adapter=str(result.adapter_dir))
+    assert both.answer(questions, use_adapter=False, max_new_tokens=24, progress=False) == \
+        Answerer.load(base_model).answer(questions, max_new_tokens=24, progress=False)
+    assert both.answer(questions, max_new_tokens=24, progress=False) == \
+        Answerer(tuned, tok, has_adapter=False).answer(questions, max_new_tokens=24, progress=False)
+    chat = ChatModel(tmp_path / "run")  # `memorize ask/serve` find full/ in the output folder
+    assert chat.base_name is None and chat.name == "run"
+    # adapter_scale: every weight moved to base + scale x (tuned - base)
+    moved = tuned.model.layers[0].self_attn.q_proj.weight
+    with torch.no_grad():
+        moved.copy_(base.model.layers[0].self_attn.q_proj.weight + 1.0)
+    interpolate_toward_base(tuned, base_model, 0.25)
+    assert torch.allclose(moved, base.model.layers[0].self_attn.q_proj.weight + 0.25, atol=1e-6)
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU-only error")
