@@ -49,7 +49,7 @@ from memorize.evaluation import evaluate, load_questions  # noqa: E402
 from memorize.filtering import seen_in_training  # noqa: E402
 from memorize.local_model import resolve_model  # noqa: E402
 from memorize.settings import EvalSettings, GenerationSettings, TrainSettings  # noqa: E402
-from memorize.training import TrainConfig, train  # noqa: E402
+from memorize.training import TrainConfig, resolve, train  # noqa: E402
 
 HERE = Path(__file__).parent
 DOC = HERE / "data" / "moonwell_charter.md"
@@ -57,8 +57,8 @@ QUESTIONS = HERE / "data" / "moonwell_questions.jsonl"
 REFERENCE = HERE / "data" / "moonwell_reference_pairs.jsonl"
 CONTEXT = "The charter of the Moonwell Honey and Cider Cooperative"
 DEFAULTS = GenerationSettings()
-OLD_DEFAULTS = {"learning_rate": 1e-4, "epochs": 1.0, "lora_r": 16, "lora_alpha": 32, "replay_ratio": 0.0,
-                "select_epoch": False}
+OLD_DEFAULTS = {"full": False, "learning_rate": 1e-4, "epochs": 1.0, "lora_r": 16, "lora_alpha": 32,
+                "replay_ratio": 0.0, "select_epoch": False}
 
 
 def decontaminate(qa: list[dict], held_out: list[str]) -> tuple[list[dict], int]:
@@ -135,15 +135,17 @@ def reuse(name: str, args, previous: dict[str, dict]) -> tuple[dict, Path, Path]
     unscaled configuration's adapter scaled by X (what training with that setting saves), under its own label."""
     import shutil
 
-    from memorize.training import scale_adapter
+    from memorize.training import saved_model, scale_adapter
 
     label = _label(name, args)
     source = _label(name, argparse.Namespace(train={k: v for k, v in args.train.items() if k != "adapter_scale"}))
-    adapter = _folder(args, source) / "model" / "adapter"
-    if source not in previous or not adapter.is_dir():
+    adapter = saved_model(_folder(args, source) / "model")
+    if source not in previous or adapter is None:
         sys.exit(f"--eval-only: no trained configuration {source!r} in {args.out} (train it first)")
     saved = previous[source]["hyperparameters"].get("adapter_scale", 1)  # the scale training already applied
     factor = float(args.train.get("adapter_scale", saved))
+    if factor != saved and adapter.name == "full":
+        sys.exit("--eval-only --train adapter_scale=X rescales LoRA adapters only; retrain a full fine-tune")
     if factor != saved:
         scaled = _folder(args, label) / "model" / "adapter"
         shutil.rmtree(scaled, ignore_errors=True)
@@ -180,10 +182,11 @@ def run(name: str, args, base_model: str, held_out: list[str], previous: dict[st
     row["train_minutes"] = (time.perf_counter() - started) / 60
     row["final_train_loss"] = result.final_train_loss
     row["qa_by_epoch"], row["selected_epoch"] = result.qa_by_epoch, result.selected_epoch
-    row["hyperparameters"] = {**{k: getattr(config, k) for k in ("full", "epochs", "lora_r", "lora_alpha",
-                                                                 "batch_size", "replay_ratio", "select_epoch",
-                                                                 "adapter_scale")},
-                              "learning_rate": config.peak_learning_rate, "pairs_per_row": _pairs_per_row(name)}
+    resolved = resolve(config)  # full or LoRA, and the learning rate, as training decided them
+    row["hyperparameters"] = {**{k: getattr(resolved, k) for k in ("full", "learning_rate", "epochs", "lora_r",
+                                                                   "lora_alpha", "batch_size", "replay_ratio",
+                                                                   "select_epoch", "adapter_scale")},
+                              "pairs_per_row": _pairs_per_row(name)}
     return {**row, **evaluate_row(args, base_model, data, out, result.adapter_dir)}
 
 
@@ -222,7 +225,7 @@ def _general(g: dict) -> str:
 
 
 def _setting(h: dict) -> str:
-    return (f"lr {h['learning_rate']:g}, {h['epochs']:g} ep, {h['pairs_per_row']} pair/row, batch {h['batch_size']}, "
+    return (f"{'full' if h.get('full') else 'LoRA'}, lr {h['learning_rate']:g}, {h['epochs']:g} ep, {h['pairs_per_row']} pair/row, batch {h['batch_size']}, "
             f"replay {h['replay_ratio']:g}, {'best epoch' if h['select_epoch'] else 'last epoch'}"
             + (f", adapter ×{h['adapter_scale']:g}" if h.get("adapter_scale", 1) != 1 else ""))
 

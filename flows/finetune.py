@@ -9,7 +9,7 @@ from prefect.artifacts import create_link_artifact, create_markdown_artifact
 from memorize import DEFAULT_CACHE_DIR
 from memorize.local_model import resolve_model
 from memorize.settings import TrainSettings
-from memorize.training import TrainConfig, saved_marker
+from memorize.training import TrainConfig, saved_model
 from tasks.caching import result_storage
 from tasks.train import train_task
 
@@ -56,11 +56,11 @@ def finetune(
     config = TrainConfig(base_model=resolve_model(base_model), data_dir=data_dir, output_dir=output_dir,
                          **settings.model_dump())
     # A cached result is only good while what it trained is still on disk.
-    refresh = not saved_marker(output_dir, settings.full).exists()
+    refresh = saved_model(output_dir) is None
     summary = train_task.with_options(result_storage=result_storage(cache_dir), refresh_cache=refresh)(
         config, progress)
     create_markdown_artifact(key="finetune-curves", markdown=_losses_markdown(summary))
     if summary["hub_url"]:
         create_link_artifact(key="finetune-adapter", link=summary["hub_url"], description="adapter on the Hub")
-    get_run_logger().info(f"{'model' if settings.full else 'adapter'} saved to {summary['adapter_dir']}")
+    get_run_logger().info(f"fine-tuned weights saved to {summary['adapter_dir']}")
     return summary

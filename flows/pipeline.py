@@ -13,7 +13,7 @@ from flows.evaluate_flow import accuracy_lines, evaluate_flow
 from flows.finetune import SharedStorageError, finetune, require_shared_path
 from memorize import DEFAULT_CACHE_DIR
 from memorize.settings import EvalSettings, GenerationSettings, TrainSettings
-from memorize.training import saved_marker
+from memorize.training import model_dir, saved_model
 
 
 def train_remotely(pool: str, parameters: dict) -> dict:
@@ -23,13 +23,13 @@ def train_remotely(pool: str, parameters: dict) -> dict:
     if not run.state or not run.state.is_completed():
         raise RuntimeError(f"training run {run.name} on pool {pool!r} ended {run.state.name if run.state else 'without a state'}: "
                            f"{run.state.message if run.state else ''}")
-    full = parameters["settings"]["full"]
-    marker = saved_marker(parameters["output_dir"], full)
-    try:
-        require_shared_path(marker, f"{'model' if full else 'adapter'} written by the {pool!r} worker:")
+    saved = saved_model(parameters["output_dir"])
+    try:  # nothing visible here: name what an adapter would have left
+        require_shared_path(saved or model_dir(parameters["output_dir"], full=False) / "adapter_config.json",
+                            f"model written by the {pool!r} worker:")
     except SharedStorageError as exc:
         raise SharedStorageError(f"{exc} (flow run {run.name})") from None
-    return {"adapter_dir": str(marker.parent), "flow_run_id": str(run.id), "pool": pool}
+    return {"adapter_dir": str(saved), "flow_run_id": str(run.id), "pool": pool}
 
 
 @flow(name="memorize")
@@ -49,12 +49,12 @@ def memorize_pipeline(
     train_on_pool: run training through the `finetune/<pool>` deployment (e.g. "gpu") instead of
     in this process; its workers must see OUT on a shared filesystem."""
     out_dir = Path(out).resolve()
-    data_dir, model_dir, eval_dir = out_dir / "data", out_dir / "model", out_dir / "eval"
+    data_dir, model_out, eval_dir = out_dir / "data", out_dir / "model", out_dir / "eval"
     dataset = build_dataset(documents=documents, context=context, out=str(data_dir), settings=generation,
                             cache_dir=cache_dir)
     if not dataset["train_rows"]:
         raise ValueError(f"no training data was generated (see {data_dir / 'report.json'}); nothing to fine-tune")
-    train_params = dict(data_dir=str(data_dir), output_dir=str(model_dir), base_model=base_model, settings=training,
+    train_params = dict(data_dir=str(data_dir), output_dir=str(model_out), base_model=base_model, settings=training,
                         cache_dir=cache_dir)
     trained = train_remotely(train_on_pool, train_params) if train_on_pool else finetune(**train_params)
     summary = evaluate_flow(data_dir=str(data_dir), out=str(eval_dir), adapter_dir=trained["adapter_dir"],

@@ -19,8 +19,10 @@ from pathlib import Path
 import torch
 from transformers import TrainerCallback
 
-from memorize.models import best_dtype, context_length, load_model, load_tokenizer, quantization_config
-from memorize.settings import TrainSettings
+from memorize.models import (
+    best_dtype, context_length, load_model, load_tokenizer, parameter_count, quantization_config,
+)
+from memorize.settings import FULL_LEARNING_RATE, FULL_MAX_PARAMETERS, LORA_LEARNING_RATE, TrainSettings
 
 IGNORE_INDEX = -100  # label value the loss skips
 SELECT_QUESTIONS = 32  # test-split questions answered at each epoch's end (~1 minute on 2 CPU cores for 135M)
@@ -62,9 +64,22 @@ def model_dir(output_dir: str | Path, full: bool) -> Path:
     return Path(output_dir) / ("full" if full else "adapter")
 
 
-def saved_marker(output_dir: str | Path, full: bool) -> Path:
-    """The file whose presence says `train` finished saving into model_dir."""
-    return model_dir(output_dir, full) / ("config.json" if full else "adapter_config.json")
+def saved_model(output_dir: str | Path) -> Path | None:
+    """What `train` saved under OUTPUT_DIR (adapter/ or full/), once it finished saving; else None."""
+    for full, marker in ((False, "adapter_config.json"), (True, "config.json")):
+        if (model_dir(output_dir, full) / marker).exists():
+            return model_dir(output_dir, full)
+    return None
+
+
+def resolve(config: TrainConfig) -> TrainConfig:
+    """The config with `full` and `learning_rate` decided: unset, a small base model is fully fine-tuned
+    (FULL_MAX_PARAMETERS), a larger one gets LoRA, each at its own learning rate."""
+    full = config.full
+    if full is None:
+        full = not (config.qlora or config.merge) and parameter_count(config.base_model) <= FULL_MAX_PARAMETERS
+    rate = config.learning_rate or (FULL_LEARNING_RATE if full else LORA_LEARNING_RATE)
+    return config.model_copy(update={"full": full, "learning_rate": rate})
 
 
 def _trained_weights(model) -> dict:
@@ -230,6 +245,7 @@ def build_trainer(config: TrainConfig, progress: bool = True, callbacks: list | 
 
         hub_token()  # raises HubError when HF_TOKEN is missing
     tokenizer = load_tokenizer(config.base_model, config.chat_template)  # raises if the model is missing
+    config = resolve(config)
     limit = context_length(config.base_model)
     if limit is not None and config.max_length > limit:
         raise TrainingInputError(
@@ -253,7 +269,7 @@ def build_trainer(config: TrainConfig, progress: bool = True, callbacks: list | 
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=config.gradient_checkpointing)
     args = SFTConfig(
         output_dir=config.output_dir,
-        learning_rate=config.peak_learning_rate,
+        learning_rate=config.learning_rate,
         num_train_epochs=config.epochs,
         max_steps=config.max_steps,
         per_device_train_batch_size=config.batch_size,
@@ -331,6 +347,7 @@ def _history(log_history: list[dict]) -> dict:
 def train(config: TrainConfig, progress: bool = True) -> TrainResult:
     """Train a LoRA adapter (or every weight, --full); save it, metrics.json and loss_curve.png under
     config.output_dir."""
+    config = resolve(config)
     trainer, tokenizer, history = _fit(config, progress)
     out = Path(config.output_dir)
     adapter_dir = model_dir(out, config.full)
@@ -351,7 +368,7 @@ def train(config: TrainConfig, progress: bool = True) -> TrainResult:
     metrics = {
         "base_model": config.base_model,
         "data_dir": config.data_dir,
-        "hyperparameters": {**config.model_dump(), "learning_rate": config.peak_learning_rate},
+        "hyperparameters": config.model_dump(),
         "dtype": str(_dtype(config)).removeprefix("torch."),
         **history,
         # The last logged loss; the run's mean when it ended before the first logging step.

@@ -7,15 +7,15 @@ from pathlib import Path
 from prefect import task
 
 from memorize.extract import file_sha256
-from memorize.training import TrainConfig, train
+from memorize.training import TrainConfig, resolve, train
 from memorize import content_key
 
 
 def training_key(config: TrainConfig) -> str:
     data = Path(config.data_dir)
-    # The learning rate resolved: a default that changes in code must not reuse an old run.
-    settings = {**config.model_dump(), "learning_rate": config.peak_learning_rate}
-    return content_key("train", file_sha256(data / "train.jsonl"), file_sha256(data / "test.jsonl"), settings)
+    # Resolved (full or LoRA, the learning rate): a default that changes in code must not reuse an old run.
+    return content_key("train", file_sha256(data / "train.jsonl"), file_sha256(data / "test.jsonl"),
+                       resolve(config).model_dump())
 
 
 def _summary(result) -> dict:

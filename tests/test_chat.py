@@ -31,7 +31,8 @@ def trained(tmp_path_factory):
                                          for q, a in PAIRS))
     out = tmp_path_factory.mktemp("model")
     train(TrainConfig(base_model=str(ensure_default_model(progress=False)), data_dir=str(data), output_dir=str(out),
-                      learning_rate=2e-3, max_steps=12, replay_ratio=0, select_epoch=False), progress=False)
+                      full=False, learning_rate=2e-3, max_steps=12, replay_ratio=0, select_epoch=False),
+          progress=False)
     return out
 
 

@@ -10,8 +10,8 @@ from memorize.answering import Answerer
 from memorize.scoring import score
 from memorize.settings import FULL_LEARNING_RATE, LORA_LEARNING_RATE, TrainSettings
 from memorize.training import (
-    IGNORE_INDEX, SELECT_MAX_NEW_TOKENS, TrainConfig, TrainingInputError, interpolate_toward_base, scale_adapter,
-    tokenize_conversation, train,
+    IGNORE_INDEX, SELECT_MAX_NEW_TOKENS, TrainConfig, TrainingInputError, interpolate_toward_base, resolve,
+    scale_adapter, tokenize_conversation, train,
 )
 
 FACTS = [
@@ -81,7 +81,7 @@ def trained(base_model, tmp_path_factory, monkeypatch_module):
     prompts.write_text("".join(json.dumps({"prompt": p}) + "\n" for p in REPLAY_PROMPTS))
     monkeypatch_module.setenv("MEMORIZE_HOME", str(tmp_path_factory.mktemp("home")))  # a fresh replay cache
     config = TrainConfig(base_model=base_model, data_dir=str(data), output_dir=str(tmp_path_factory.mktemp("run")),
-                         learning_rate=1e-3, max_length=128, max_steps=8, eval_steps=4, logging_steps=2, merge=True,
+                         full=False, learning_rate=1e-3, max_length=128, max_steps=8, eval_steps=4, logging_steps=2, merge=True,
                          replay_ratio=0.4, replay_prompts=str(prompts))
     return config, train(config, progress=False)
 
@@ -160,7 +160,7 @@ def test_a_scaled_adapter_answers_between_the_base_and_the_fine_tuned_model(trai
 @pytest.mark.slow
 def test_the_epoch_kept_is_the_one_that_answered_held_out_questions_best(base_model, tmp_path):
     data = write_dataset(tmp_path / "data", FACTS[:2], FACTS[2:])
-    config = TrainConfig(base_model=base_model, data_dir=str(data), output_dir=str(tmp_path / "run"),
+    config = TrainConfig(base_model=base_model, data_dir=str(data), output_dir=str(tmp_path / "run"), full=False,
                          learning_rate=1e-3, epochs=3, max_length=128, logging_steps=1, replay_ratio=0,
                          adapter_scale=1.0)  # the adapter as selection scored it (scaling changes some answers)
     result = train(config, progress=False)
@@ -178,11 +178,17 @@ def test_the_epoch_kept_is_the_one_that_answered_held_out_questions_best(base_mo
                for (q, a), text in zip(FACTS[2:], answers)) / 2 == best
 
 
-def test_full_fine_tuning_has_its_own_learning_rate_and_refuses_what_cannot_apply():
-    assert TrainSettings().peak_learning_rate == LORA_LEARNING_RATE
-    assert TrainSettings(full=True).peak_learning_rate == FULL_LEARNING_RATE < LORA_LEARNING_RATE
-    assert TrainSettings(full=True, learning_rate=1e-4).peak_learning_rate == 1e-4
-    assert TrainSettings().learning_rate is None  # stays unresolved: turning on `full` later gets full's rate
+@pytest.mark.slow  # needs the model's files
+def test_small_models_are_fully_fine_tuned_unless_told_otherwise_each_at_its_own_learning_rate(base_model):
+    def decided(**settings):
+        config = resolve(TrainConfig(base_model=base_model, data_dir="d", output_dir="o", **settings))
+        return config.full, config.learning_rate
+
+    assert decided() == (True, FULL_LEARNING_RATE)  # SmolLM2-135M: 0.13B parameters
+    assert decided(full=False) == (False, LORA_LEARNING_RATE) and FULL_LEARNING_RATE < LORA_LEARNING_RATE
+    assert decided(merge=True) == (False, LORA_LEARNING_RATE)  # a merge asks for an adapter
+    assert decided(learning_rate=3e-4) == (True, 3e-4)
+    assert TrainSettings().full is None and TrainSettings().learning_rate is None  # decided per base model
     with pytest.raises(ValueError, match="qlora=True freezes them"):
         TrainSettings(full=True, qlora=True)
     with pytest.raises(ValueError, match="nothing to merge"):
