@@ -12,13 +12,16 @@ F1_THRESHOLD = 0.5
 
 _APOSTROPHES = re.compile(r"['\u2018\u2019`]")
 _NON_WORD = re.compile(r"[^\w\s]")
+_NUMBER_JOINT = re.compile(r"(?<=\d)[.:,](?=\d)")
+_ZERO_DECIMALS = re.compile(r"(?<=\d)\.0+(?!\d)")  # "100.0" is 100
 _ARTICLES = re.compile(r"\b(a|an|the)\b")
 
 
 def _normalize(text: str) -> str:
-    """Lowercase; drop apostrophes ("don't" == "dont"); other punctuation becomes a space, so
-    "7:40" and "7.40" both read "7 40" and never glue digits together ("3.5" must not match "35")."""
-    text = _APOSTROPHES.sub("", text.lower())
+    """Lowercase; drop apostrophes ("don't" == "dont"); other punctuation becomes a space. A number's
+    point, colon or comma stays one joint, so "7:40" and "7.40" both read "7_40", "3.5" does not match "35"
+    and a key "4" is not found in "12.4"."""
+    text = _NUMBER_JOINT.sub("_", _ZERO_DECIMALS.sub("", _APOSTROPHES.sub("", text.lower())))
     return " ".join(_NON_WORD.sub(" ", text).split())
 
 

@@ -19,6 +19,12 @@ from memorize.scoring import answer_f1, must_satisfied, parse_judge, rouge_l, sc
         ("It leaves at seven forty in the evening", [["7:40", "seven forty"], ["pm"]], False),  # 2nd group missing
         ("It leaves at 17:40 pm", [["7:40"]], False),  # whole words only
         ("It costs 35 pence", [["3.5"]], False),  # punctuation never glues digits together
+        ("The course is 4.2 nautical miles", [["4", "four"]], False),  # a key is not part of a decimal
+        ("At most 12.4 people", [["4"]], False),
+        ("The course is 8.4 miles", [["8.4"]], True),
+        ("It weighs 1,000 kg", [["1,000"]], True),
+        ("Water boils at 100.0 degrees", [["100"]], True),
+        ("There are 7.125 days in a week", [["7", "seven"]], False),
         ("The shop doesn't open", [["does not", "doesn't"]], True),
         ("Nothing useful", [["paris", "lyon"]], False),
     ],
