@@ -137,7 +137,8 @@ def cmd_ask(a: argparse.Namespace) -> int:
         return 0
     messages = ([{"role": "system", "content": a.system}] if a.system else []) + [{"role": "user", "content": a.question}]
     if a.base and chat.base_name is None:
-        print("--base needs an adapter folder: a merged or fully fine-tuned model has no base model beside it", file=sys.stderr)
+        print("--base needs the output folder of `memorize train` (an adapter, or full/ with its metrics.json): a merged "
+              "model has no base model beside it", file=sys.stderr)
         return 2
     for label, use_adapter in [("fine-tuned", True)] + ([("base", False)] if a.base else []):
         if a.base:

@@ -20,24 +20,37 @@ class ChatModel:
     """A fine-tuned model read from MODEL_DIR: the output folder of `memorize train` (or `run`'s model/),
     its adapter/ folder, or a whole model (merged/, or full/ of `train --full`). An adapter names its base in adapter_config.json; the tokenizer
     (with the chat template used in training) is read from the adapter folder. With an adapter, the base
-    model's own answers are one switch away (`use_adapter=False`), on the same weights."""
+    model's own answers are one switch away (`use_adapter=False`), on the same weights; a full fine-tune's
+    base (named in the metrics.json beside full/) is loaded beside it when first asked."""
 
     def __init__(self, model_dir: str | Path):
         root = Path(model_dir)
         adapter = next((d for d in (root / "adapter", root) if (d / "adapter_config.json").exists()), None)
+        self.base, self.full = None, False  # a full fine-tune's base model, loaded when first asked
         if adapter is not None:
             base = json.loads((adapter / "adapter_config.json").read_text())["base_model_name_or_path"]
             self.model, self.tokenizer = load_model(base, adapter=str(adapter)), load_tokenizer(str(adapter))
         elif whole := next((d for d in (root / "full", root) if (d / "config.json").exists()), None):
-            base = None  # `memorize train --merge` writes merged/, `--full` full/
             self.model, self.tokenizer = load_model(str(whole)), load_tokenizer(str(whole))
+            metrics = whole.parent / "metrics.json"  # `train` writes full/ beside it; merged/ has a base too
+            self.full = whole.name == "full" and metrics.exists()
+            base = json.loads(metrics.read_text())["base_model"] if self.full else None
         else:
             raise ModelLoadError(f"{root}: no adapter (adapter/adapter_config.json) and no model (config.json) found; "
                                  "pass the output folder of `memorize train` or its adapter/, full/ or merged/ folder")
         # `run` writes OUT/model/adapter: name it after OUT, not after the generic folder.
         path = root.resolve()
         self.name = path.parent.name if path.name in ("model", "adapter", "full", "merged") else path.name
-        self.base_name = None if base is None else Path(base).name or base
+        self.base_path, self.base_name = base, None if base is None else Path(base).name or base
+
+    def _weights(self, use_adapter: bool):
+        """(model, context to generate in): the fine-tuned model, or the base's own answers."""
+        if use_adapter or self.base_name is None:
+            return self.model, nullcontext()
+        if self.full:
+            self.base = self.base or load_model(self.base_path)
+            return self.base, nullcontext()
+        return self.model, self.model.disable_adapter()
 
     def reply(self, messages: list[dict], max_new_tokens: int = 256, temperature: float = 0.0,
               use_adapter: bool = True, on_text=None, schema: dict | None = None) -> tuple[str, str, dict]:
@@ -46,20 +59,20 @@ class ChatModel:
         `schema`, the reply is JSON of that schema (structured output)."""
         from transformers import LogitsProcessorList, TextIteratorStreamer
 
+        model, switch = self._weights(use_adapter)
         enc = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt",
-                                                 return_dict=True).to(self.model.device)
+                                                 return_dict=True).to(model.device)
         streamer = TextIteratorStreamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True)
         sampling = {"do_sample": True, "temperature": temperature} if temperature > 0 else {"do_sample": False}
         if schema is not None:
             sampling["logits_processor"] = LogitsProcessorList(
-                [JsonSchemaRows(self.tokenizer, [schema], eos_ids(self.model, self.tokenizer))])
+                [JsonSchemaRows(self.tokenizer, [schema], eos_ids(model, self.tokenizer))])
         result: dict = {}
 
         def generate():
-            switch = self.model.disable_adapter() if self.base_name and not use_adapter else nullcontext()
             try:
                 with switch, torch.inference_mode():
-                    result["ids"] = self.model.generate(**enc, max_new_tokens=max_new_tokens, streamer=streamer,
+                    result["ids"] = model.generate(**enc, max_new_tokens=max_new_tokens, streamer=streamer,
                                                         pad_token_id=self.tokenizer.pad_token_id, **sampling)
             except BaseException as exc:  # re-raised in the caller's thread
                 result["error"] = exc
@@ -77,7 +90,7 @@ class ChatModel:
             raise result["error"]
         prompt_tokens = enc["input_ids"].shape[1]
         new = result["ids"][0, prompt_tokens:]
-        ended = bool(len(new)) and new[-1].item() in eos_ids(self.model, self.tokenizer)
+        ended = bool(len(new)) and new[-1].item() in eos_ids(model, self.tokenizer)
         usage = {"prompt_tokens": prompt_tokens, "completion_tokens": len(new), "total_tokens": prompt_tokens + len(new)}
         return "".join(pieces).strip(), "stop" if ended or len(new) < max_new_tokens else "length", usage
 
@@ -87,9 +100,9 @@ class ChatModel:
         """(text, finish_reason, usage) for each (messages, max_new_tokens, temperature, JSON schema or None),
         in one batch."""
         prompts = [self.tokenizer.apply_chat_template(r[0], tokenize=False, add_generation_prompt=True) for r in requests]
-        switch = self.model.disable_adapter() if self.base_name and not use_adapter else nullcontext()
+        model, switch = self._weights(use_adapter)
         with switch:
-            done = complete(self.model, self.tokenizer, prompts, [r[1] for r in requests], [r[2] for r in requests],
+            done = complete(model, self.tokenizer, prompts, [r[1] for r in requests], [r[2] for r in requests],
                             [r[3] for r in requests])
         out = []
         for prompt, c in zip(prompts, done, strict=True):
@@ -211,7 +224,8 @@ class ChatRequest(BaseModel):  # the OpenAI fields this server honours; others a
 
 def create_app(chat: ChatModel, max_batch: int = 8):
     """FastAPI app with the OpenAI chat-completions API (streaming included). The fine-tuned model is served
-    as `chat.name`; with an adapter, the base model as `chat.base_name` (adapter off, same weights).
+    as `chat.name`; with an adapter (adapter off, same weights) or beside a full fine-tune, the base model as
+    `chat.base_name`.
     One generation at a time on the single model in memory; requests without streaming that arrive
     together share it, up to max_batch at once. `response_format` (json_schema, json_object) constrains
     the reply to JSON of the schema while it is generated."""

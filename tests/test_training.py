@@ -219,8 +219,10 @@ def test_full_fine_tune_saves_a_whole_model_that_evaluation_and_chat_read(base_m
         Answerer.load(base_model).answer(questions, max_new_tokens=24, progress=False)
     assert both.answer(questions, max_new_tokens=24, progress=False) == \
         Answerer(tuned, tok, has_adapter=False).answer(questions, max_new_tokens=24, progress=False)
-    chat = ChatModel(tmp_path / "run")  # `memorize ask/serve` find full/ in the output folder
-    assert chat.base_name is None and chat.name == "run"
+    chat = ChatModel(tmp_path / "run")  # `memorize ask/serve` find full/ in the output folder, its base beside
+    assert chat.name == "run" and chat.base_name == "SmolLM2-135M-Instruct"
+    messages = [{"role": "user", "content": FACTS[0][0]}]
+    assert chat.reply(messages, 24, use_adapter=False)[0] == ChatModel(base_model).reply(messages, 24)[0]
     # adapter_scale: every weight moved to base + scale x (tuned - base)
     moved = tuned.model.layers[0].self_attn.q_proj.weight
     with torch.no_grad():
