@@ -416,8 +416,9 @@ def main(argv: list[str] | None = None) -> int:
     except ValidationError as exc:  # a setting out of range, an unknown style or augmentation kind
         flags = {n: _dest(f, n) for model, _ in SECTIONS.values() for n, f in model.model_fields.items()}
         for e in exc.errors():
-            name = str(e["loc"][0]) if e["loc"] else ""
-            print(f"error: --{flags.get(name, name).replace('_', '-')}: {e['msg']}", file=sys.stderr)
+            name = str(e["loc"][0]) if e["loc"] else ""  # none: settings that conflict (full with merge)
+            flag = f"--{flags.get(name, name).replace('_', '-')}: " if name else ""
+            print(f"error: {flag}{e['msg']}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted; what was finished is kept (cached LLM calls, written files): re-run the same command to continue", file=sys.stderr)

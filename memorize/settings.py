@@ -140,9 +140,9 @@ class TrainSettings(_Settings):
     @model_validator(mode="after")
     def _full(self):
         if self.full and self.qlora:
-            raise ValueError("full=True trains every weight, qlora=True freezes them in 4 bits: choose one")
+            raise ValueError("full (train every weight) and qlora (weights frozen in 4 bits) exclude each other")
         if self.full and self.merge:
-            raise ValueError("merge=True has nothing to merge with full=True: model/full is already a whole model")
+            raise ValueError("merge has nothing to merge with full: full/ is already a whole model")
         return self
 
 

@@ -189,7 +189,7 @@ def test_small_models_are_fully_fine_tuned_unless_told_otherwise_each_at_its_own
     assert decided(merge=True) == (False, LORA_LEARNING_RATE)  # a merge asks for an adapter
     assert decided(learning_rate=3e-4) == (True, 3e-4)
     assert TrainSettings().full is None and TrainSettings().learning_rate is None  # decided per base model
-    with pytest.raises(ValueError, match="qlora=True freezes them"):
+    with pytest.raises(ValueError, match="exclude each other"):
         TrainSettings(full=True, qlora=True)
     with pytest.raises(ValueError, match="nothing to merge"):
         TrainSettings(full=True, merge=True)
