@@ -225,7 +225,8 @@ def _general(g: dict) -> str:
 
 
 def _setting(h: dict) -> str:
-    return (f"{'full' if h.get('full') else 'LoRA'}, lr {h['learning_rate']:g}, {h['epochs']:g} ep, {h['pairs_per_row']} pair/row, batch {h['batch_size']}, "
+    return (f"{'full' if h.get('full') else 'LoRA'}, lr {h['learning_rate']:g}, {h['epochs']:g} ep, "
+            f"{h['pairs_per_row']} pair/row, batch {h['batch_size']}, "
             f"replay {h['replay_ratio']:g}, {'best epoch' if h['select_epoch'] else 'last epoch'}"
             + (f", adapter ×{h['adapter_scale']:g}" if h.get("adapter_scale", 1) != 1 else ""))
 

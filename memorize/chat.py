@@ -18,10 +18,11 @@ from memorize.models import ModelLoadError, load_model, load_tokenizer
 
 class ChatModel:
     """A fine-tuned model read from MODEL_DIR: the output folder of `memorize train` (or `run`'s model/),
-    its adapter/ folder, or a whole model (merged/, or full/ of `train --full`). An adapter names its base in adapter_config.json; the tokenizer
-    (with the chat template used in training) is read from the adapter folder. With an adapter, the base
-    model's own answers are one switch away (`use_adapter=False`), on the same weights; a full fine-tune's
-    base (named in the metrics.json beside full/) is loaded beside it when first asked."""
+    its adapter/ folder, or a whole model (merged/, or full/ of `train --full`). An adapter names its base in
+    adapter_config.json; the tokenizer (with the chat template used in training) is read from the adapter
+    folder. With an adapter, the base model's own answers are one switch away (`use_adapter=False`), on the
+    same weights; a full fine-tune's base (named in the metrics.json beside full/) is loaded beside it when
+    first asked."""
 
     def __init__(self, model_dir: str | Path):
         root = Path(model_dir)
