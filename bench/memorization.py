@@ -21,9 +21,9 @@ Configurations (data -> training):
                       --train epochs=4 replay_ratio=0.4`: the row is named "strong epochs=4 replay_ratio=0.4"
   augment             no LLM at all: the teacher-free augmentations only (`memorize dataset --temperatures 0`)
   augment-no-KIND     ... without one default augmentation kind (passage, span, reverse); augment+cloze: with cloze
-  embedded            `memorize run` defaults: the embedded SmolLM2-135M generator at 3 temperatures +
+  embedded            `memorize run` defaults: the embedded SmolLM2-135M generator (1 temperature) +
                       augmentations, then the `memorize train` defaults
-  embedded-t1         ... at 1 temperature;  embedded-no-augment: generator pairs only
+  embedded-t3         ... at 3 temperatures;  embedded-no-augment: generator pairs only
 
 Any training pair whose question is a near-duplicate of a held-out question (rapidfuzz ratio >= 85, memorize.filtering.seen_in_training) is
 removed first and counted, so the questions are truly unseen. The base and in-context answers are the
@@ -89,7 +89,7 @@ def _build(name: str, data: Path, args, held_out: list[str]) -> dict:
         kinds = [] if name == "embedded-no-augment" else [k for k in DEFAULTS.augment if name != f"augment-no-{k}"]
         kinds += ["cloze"] if name == "augment+cloze" else []
         settings = GenerationSettings(base_url=args.base_url, model=args.model, augment=kinds,
-                                      temperatures=(1 if name == "embedded-t1" else 3) if generate else 0)
+                                      temperatures=(3 if name == "embedded-t3" else None) if generate else 0)
         build_dataset(documents=[str(DOC)], context=CONTEXT, out=str(data), settings=settings,
                       cache_dir=str(Path(args.out) / "cache"), progress=False)
         qa = read_jsonl(data / "qa.jsonl")
@@ -194,7 +194,7 @@ def evaluate_row(args, base_model: str, data: Path, out: Path, adapter: Path) ->
     """The held-out questions (per kind, paraphrased+reversed) and general knowledge, closed-book and in-context."""
     started = time.perf_counter()
     summary = evaluate(base_model, str(adapter), data, out / "eval",
-                       EvalSettings(questions=str(QUESTIONS), max_test_questions=0), max_new_tokens=64, progress=False,
+                       EvalSettings(questions=str(QUESTIONS), max_test_questions=0), progress=False,
                        answer_cache=Path(args.out) / "answer-cache.json")
     row = {"eval_minutes": (time.perf_counter() - started) / 60}
     for system in ("base", "fine_tuned", "in_context"):
@@ -255,7 +255,7 @@ def table(rows: list[dict]) -> str:
 
 CONFIGS = ["strong-old", "strong", "strong-no-replay", "strong-batch8", "strong-ppr5", "strong-no-select", "strong-e5",
            "strong+augment", "augment", "augment+cloze",
-           *[f"augment-no-{k}" for k in DEFAULTS.augment], "embedded", "embedded-t1", "embedded-no-augment"]
+           *[f"augment-no-{k}" for k in DEFAULTS.augment], "embedded", "embedded-t3", "embedded-no-augment"]
 
 
 def main() -> None:

@@ -179,7 +179,7 @@ def answer_records(answerer: Answerer, records: list[dict], system: str, context
 
 
 def evaluate(base_model: str, adapter_dir: str | None, data_dir: str | Path, out_dir: str | Path,
-             settings: EvalSettings = EvalSettings(), judge=None, max_new_tokens: int = 128, progress: bool = True,
+             settings: EvalSettings = EvalSettings(), judge=None, progress: bool = True,
              seed: int = 0, chat_template: str | None = None, answer_cache: str | Path | None = None) -> dict:
     """Run all systems, write eval.json, eval.md and accuracy.png to out_dir, return the summary.
 
@@ -211,11 +211,11 @@ def evaluate(base_model: str, adapter_dir: str | None, data_dir: str | Path, out
         r["retrieved"] = [c["chunk_id"] for c in chunks]
 
     answerer = Answerer.load(base_model, adapter=adapter_dir, chat_template=chat_template)
-    gen = {"batch_size": batch_size, "max_new_tokens": max_new_tokens, "progress": progress,
+    gen = {"batch_size": batch_size, "max_new_tokens": s.max_new_tokens, "progress": progress,
            "cache": AnswerCache(answer_cache, base_model) if answer_cache else None}
     general = [r for r in records if r["set"] == "general"]
     # One-line facts: the answer is in the first sentence, and the 135M model otherwise rambles to the limit.
-    short = {**gen, "max_new_tokens": min(max_new_tokens, GENERAL_MAX_NEW_TOKENS)}
+    short = {**gen, "max_new_tokens": min(s.max_new_tokens, GENERAL_MAX_NEW_TOKENS)}
     for system in ("base", "fine_tuned") if adapter_dir else ("base",):
         answer_records(answerer, open_book, system, None, judge, **gen)
         answer_records(answerer, general, system, None, judge, **short)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import re
+from pathlib import PurePath
 
 from rank_bm25 import BM25Okapi
 
@@ -25,12 +26,15 @@ class ChunkIndex:
 
 
 def format_chunks(chunks: list[dict]) -> str:
-    """Chunks as tagged documents, with their source and pages so the model can tell them apart."""
+    """Chunks as tagged documents, with their file name and pages so the model can tell them apart.
+
+    The name, not the path: the same document asked about from another folder gets the same prompt.
+    """
     parts = []
     for c in chunks:
         pages = c.get("page_start")
         if pages is not None and c.get("page_end") not in (None, pages):
             pages = f"{pages}-{c['page_end']}"
-        attrs = f' source="{c.get("source", "")}"' + (f' pages="{pages}"' if pages is not None else "")
+        attrs = f' source="{PurePath(c.get("source", "")).name}"' + (f' pages="{pages}"' if pages is not None else "")
         parts.append(f"<document{attrs}>\n{c['text'].strip()}\n</document>")
     return "\n".join(parts)

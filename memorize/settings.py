@@ -23,6 +23,13 @@ FULL_LEARNING_RATE = 1e-4
 # where LoRA learned 35 %, in the same time and with the same general knowledge; its memory (5-6x the model in
 # fp32) keeps it to small models.
 FULL_MAX_PARAMETERS = 500_000_000
+# Sampling temperatures when none is asked. The embedded 135M model's pairs rarely survive the filters (charter:
+# 38 parsed at 3 temperatures, none kept), while each temperature costs it about 4 minutes on 2 CPU cores.
+ENDPOINT_TEMPERATURES = 3
+EMBEDDED_TEMPERATURES = 1
+# Answers are greedy and cut here: a fact fits in a sentence, and the base model otherwise rambles on,
+# which on a CPU made up most of an evaluation's time (128 tokens: 13.1 min on the charter).
+ANSWER_MAX_NEW_TOKENS = 64
 DEFAULT_API_KEY_ENV = "OPENAI_API_KEY"  # where an endpoint's key is read from unless a setting names another
 
 
@@ -43,8 +50,10 @@ class GenerationSettings(_Settings):
                                  "transformers serve); none: serve a small local model on loopback")
     model: str | None = Field(None, description="model name at the endpoint (required with base_url)")
     api_key_env: str = Field(DEFAULT_API_KEY_ENV, description="environment variable holding the endpoint's key")
-    temperatures: int = Field(3, ge=0, description="number of sampling temperatures, evenly spaced 0.01..1.2 "
-                              "(practice used 9); 0: no LLM at all, teacher-free augmentations only")
+    temperatures: int | None = Field(None, ge=0, description="number of sampling temperatures, evenly spaced "
+                                     f"0.01..1.2 (practice used 9; none: {ENDPOINT_TEMPERATURES} with an endpoint, "
+                                     f"{EMBEDDED_TEMPERATURES} with the embedded model); 0: no LLM at all, "
+                                     "teacher-free augmentations only")
     questions_per_chunk: int | None = Field(None, ge=1, description="pairs asked per request (none: one per 60 "
                                             "tokens of chunk)")
     styles: list[str] = Field(["mixed"], description="question styles, one request each: mixed simple nuanced "
@@ -159,4 +168,5 @@ class EvalSettings(_Settings):
     max_test_questions: int = Field(50, ge=0, description="held-out generated pairs to ask")
     batch_size: int = Field(8, ge=1, description="questions answered at once",
                             json_schema_extra=flag("eval_batch_size"))
+    max_new_tokens: int = Field(ANSWER_MAX_NEW_TOKENS, ge=1, description="longest answer in tokens")
     include_general: bool = Field(True, description="ask the general-knowledge questions that measure forgetting")

@@ -22,11 +22,11 @@ from transformers import TrainerCallback
 from memorize.models import (
     best_dtype, context_length, load_model, load_tokenizer, parameter_count, quantization_config,
 )
-from memorize.settings import FULL_LEARNING_RATE, FULL_MAX_PARAMETERS, LORA_LEARNING_RATE, TrainSettings
+from memorize.settings import (ANSWER_MAX_NEW_TOKENS, FULL_LEARNING_RATE, FULL_MAX_PARAMETERS, LORA_LEARNING_RATE,
+                               TrainSettings)
 
 IGNORE_INDEX = -100  # label value the loss skips
 SELECT_QUESTIONS = 32  # test-split questions answered at each epoch's end (~1 minute on 2 CPU cores for 135M)
-SELECT_MAX_NEW_TOKENS = 64
 
 
 class TrainingInputError(ValueError):
@@ -205,7 +205,7 @@ class EpochSelector(TrainerCallback):
         epoch = round(state.epoch)
         model.eval()
         answers = Answerer(model, self.tokenizer, has_adapter=False).answer(
-            [p["question"] for p in self.pairs], max_new_tokens=SELECT_MAX_NEW_TOKENS, progress=self.progress,
+            [p["question"] for p in self.pairs], max_new_tokens=ANSWER_MAX_NEW_TOKENS, progress=self.progress,
             desc=f"epoch {epoch}: held-out questions")
         model.train()
         accuracy = sum(bool(score(p, a)["correct"]) for p, a in zip(self.pairs, answers, strict=True)) / len(self.pairs)

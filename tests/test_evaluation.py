@@ -133,8 +133,8 @@ def data_dir(tmp_path):
 @pytest.mark.slow
 def test_evaluate_writes_reports(small_model, adapter_dir, data_dir, tmp_path):
     out = tmp_path / "eval"
-    summary = evaluate(small_model, adapter_dir, data_dir, out, EvalSettings(questions=str(data_dir.parent / "questions.csv")),
-                       max_new_tokens=32, progress=False)
+    summary = evaluate(small_model, adapter_dir, data_dir, out, EvalSettings(questions=str(data_dir.parent / "questions.csv"),
+                                                                max_new_tokens=32), progress=False)
 
     saved = json.loads((out / "eval.json").read_text())
     assert {k: v for k, v in saved.items() if k != "records"} == summary
@@ -177,8 +177,8 @@ def test_evaluate_writes_reports(small_model, adapter_dir, data_dir, tmp_path):
 def test_evaluate_without_adapter_uses_the_judge(small_model, data_dir, tmp_path, judge, chat_server):
     chat_server.replies = ["no", "no"]  # the first two judged answers (base run), then "Yes"
     summary = evaluate(small_model, None, data_dir, tmp_path / "eval",
-                       EvalSettings(questions=str(data_dir.parent / "questions.csv"), include_general=False), judge=judge,
-                       max_new_tokens=16, progress=False)
+                       EvalSettings(questions=str(data_dir.parent / "questions.csv"), include_general=False,
+                                    max_new_tokens=16), judge=judge, progress=False)
     assert summary["fine_tuned"] is None
     assert summary["forgetting"] == {"n": 0, "base_accuracy": None, "fine_tuned_accuracy": None, "paired": None}
     # Generated test pairs have no `must`, so the judge decides them; the user's questions use `must`.

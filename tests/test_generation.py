@@ -94,6 +94,15 @@ def test_plan_asks_each_chunk_at_each_temperature_and_style_and_takes_cached_rep
     assert est["estimated_cost"] == pytest.approx((est["prompt_tokens"] + est["completion_tokens"]) / 1000 * 0.5, abs=1e-3)
 
 
+def test_default_temperatures_three_at_an_endpoint_one_with_the_embedded_model():
+    endpoint = generation.plan(CHUNKS, "c", SETTINGS.model_copy(update={"temperatures": None, "styles": ["mixed"]}),
+                               lambda key: None)
+    assert endpoint.temperatures == [0.01, 0.605, 1.2] and len(endpoint.requests) == 2 * 3
+    embedded = generation.plan(CHUNKS, "c", GenerationSettings(), lambda key: None)
+    assert embedded.temperatures == [0.01] and len(embedded.requests) == 2
+    assert generation.plan(CHUNKS, "c", GenerationSettings(temperatures=0), lambda key: None).requests == []
+
+
 def test_plan_needs_a_model_name_with_an_endpoint():
     with pytest.raises(ValueError, match="--model is required"):
         generation.plan(CHUNKS, "c", SETTINGS.model_copy(update={"model": None}), lambda key: None)

@@ -235,6 +235,8 @@ def test_bm25_ranks_the_right_chunk_first(question, best):
 
 def test_format_chunks_tags_sources_and_pages():
     text = format_chunks(CHUNKS[:2])
+    moved = format_chunks([{**c, "source": f"/elsewhere/{c['source']}"} for c in CHUNKS[:2]])
+    assert moved == text  # the prompt names the file, not the folder it was read from
     assert '<document source="rules.pdf" pages="1-2">\nEach boat' in text
     assert '<document source="rules.pdf" pages="3">' in text
     assert text.count("</document>") == 2

@@ -8,9 +8,9 @@ from memorize.local_model import ensure_default_model
 from memorize.models import ModelLoadError, load_tokenizer
 from memorize.answering import Answerer
 from memorize.scoring import score
-from memorize.settings import FULL_LEARNING_RATE, LORA_LEARNING_RATE, TrainSettings
+from memorize.settings import ANSWER_MAX_NEW_TOKENS, FULL_LEARNING_RATE, LORA_LEARNING_RATE, TrainSettings
 from memorize.training import (
-    IGNORE_INDEX, SELECT_MAX_NEW_TOKENS, TrainConfig, TrainingInputError, interpolate_toward_base, resolve,
+    IGNORE_INDEX, TrainConfig, TrainingInputError, interpolate_toward_base, resolve,
     scale_adapter, tokenize_conversation, train,
 )
 
@@ -173,7 +173,7 @@ def test_the_epoch_kept_is_the_one_that_answered_held_out_questions_best(base_mo
     assert metrics["selected_epoch"] == result.selected_epoch and metrics["qa_by_epoch"] == result.qa_by_epoch
     # The saved adapter is the kept epoch's: it answers the held-out questions exactly as that epoch did.
     answers = Answerer.load(base_model, adapter=str(result.adapter_dir)).answer(
-        [q for q, _ in FACTS[2:]], max_new_tokens=SELECT_MAX_NEW_TOKENS, progress=False)
+        [q for q, _ in FACTS[2:]], max_new_tokens=ANSWER_MAX_NEW_TOKENS, progress=False)
     assert sum(bool(score({"question": q, "answer": a}, text)["correct"])
                for (q, a), text in zip(FACTS[2:], answers)) / 2 == best
 
