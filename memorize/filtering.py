@@ -6,6 +6,9 @@ Each dropped pair gets a reason, counted in report.json:
 - `off_topic`: none of the question's content words occurs in the chunk ("What is the penalty for a late
   start?" copied from the prompt, "How is it done?"): it names nothing the chunk is about;
 - `answer_in_question`: the answer's words are all in the question (nothing to learn, it teaches echoing);
+- `repetitive`: a run of three words comes back three times in the question or the answer: the generator
+  looped ("... is to be returned to the old t1, and that the old t1 is to be returned to the old t1, and ..."),
+  and every word of such a loop can still be in the chunk;
 - `unsupported`: under half of the answer's content words occur in the chunk it was written from
   (a cheap lexical check for invented facts);
 - `duplicate`: nearly the same question and answer (rapidfuzz ratio >= NEAR_DUPLICATE, same numbers) as a
@@ -22,6 +25,7 @@ from rapidfuzz import fuzz, process
 NEAR_DUPLICATE = 92  # rapidfuzz ratio (0-100) of two normalised question + answer texts
 SEEN_QUESTION = 85  # ratio at which a training question counts as a rewording of an evaluation question
 QUESTION_MARKS = ("?", "？", "؟")  # Latin, full-width (Chinese, Japanese), Arabic
+LOOP_REPEATS = 3  # times one word trigram may occur in a question or answer before it counts as a loop
 MIN_SUPPORT = 0.5  # share of the answer's new content words that must occur in the chunk
 _STOP = set("""a an the and or but of in on at to for from by with as is are was were be been being it its this that
     these those there their they them he she his her we you i do does did not no yes can may must will would should
@@ -51,6 +55,11 @@ def _names_the_chunk(question: str, q_words: set[str], chunk_text: str, chunk_wo
                for i in range(len(question) - 1))
 
 
+def _loops(text: str) -> bool:
+    words = re.findall(r"\w+", text.lower())
+    return max(Counter(zip(words, words[1:], words[2:])).values(), default=0) >= LOOP_REPEATS
+
+
 def drop_reason(question: str, answer: str, chunk_text: str) -> str | None:
     """Why a single pair is unusable, or None."""
     if not any(mark in question for mark in QUESTION_MARKS):
@@ -60,6 +69,8 @@ def drop_reason(question: str, answer: str, chunk_text: str) -> str | None:
         return "off_topic"
     if not a_words - q_words or _norm(answer) in _norm(question):
         return "answer_in_question"
+    if _loops(question) or _loops(answer):
+        return "repetitive"
     new = a_words - q_words
     if len(new & chunk_words) < MIN_SUPPORT * len(new):
         return "unsupported"

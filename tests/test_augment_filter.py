@@ -83,6 +83,11 @@ def test_drop_reasons():
     # Questions that name nothing of the chunk: copied from the prompt, or too vague to stand alone.
     assert drop_reason("What is the penalty for a late start?", "A penalty of 10%.", chunk) == "off_topic"
     assert drop_reason("What does the rule say?", "The Harbour Warden is Ilsa Brannock.", chunk) == "off_topic"
+    # A generator stuck in a loop, every word from the chunk (seen from the embedded model on the charter).
+    looped = "The Harbour Warden is Ilsa Brannock, and the Harbour Warden is Ilsa Brannock, and the Harbour Warden is"
+    assert drop_reason("Who is the Harbour Warden?", looped, chunk) == "repetitive"
+    assert drop_reason("Who is the Harbour Warden?", "The Harbour Warden is Ilsa Brannock; the Harbour Warden "
+                       "is Ilsa Brannock.", chunk) is None  # said twice is not a loop
 
 
 def test_filter_pairs_counts_each_reason_and_keeps_order():
