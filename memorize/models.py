@@ -21,11 +21,6 @@ def best_dtype() -> torch.dtype:
     return torch.float32
 
 
-def cpu_has_bf16() -> bool:
-    """Whether this CPU multiplies bf16 natively (AVX512-BF16 or AMX); elsewhere torch emulates it, slower than fp32."""
-    return torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
-
-
 def load_tokenizer(model_id: str, chat_template: str | None = None):
     from transformers import AutoTokenizer
 

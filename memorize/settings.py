@@ -121,8 +121,7 @@ class TrainSettings(_Settings):
     max_length: int = Field(512, ge=16, description="tokens per training row")
     neftune_alpha: float | None = Field(None, gt=0, description="NEFTune noise on embeddings (off by default)")
     gradient_checkpointing: bool = Field(False, description="trade compute for activation memory")
-    bf16: bool | None = Field(None, description="bf16: weights on a GPU, autocast over fp32 weights on a CPU "
-                                "(none: where the hardware multiplies bf16 natively)")
+    bf16: bool | None = Field(None, description="bf16 weights and training (none: where the hardware supports it)")
     chat_template: str | None = Field(None, description="Jinja template (file or text) for tokenizers without one")
     merge: bool = Field(False, description="also save the adapter merged into a full model")
     seed: int = Field(42, description="training seed", json_schema_extra=flag("train_seed"))

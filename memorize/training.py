@@ -20,8 +20,7 @@ import torch
 from transformers import TrainerCallback
 
 from memorize.models import (
-    best_dtype, context_length, cpu_has_bf16, has_cuda, load_model, load_tokenizer, parameter_count,
-    quantization_config,
+    best_dtype, context_length, load_model, load_tokenizer, parameter_count, quantization_config,
 )
 from memorize.settings import (ANSWER_MAX_NEW_TOKENS, FULL_LEARNING_RATE, FULL_MAX_PARAMETERS, LORA_LEARNING_RATE,
                                TrainSettings)
@@ -162,13 +161,10 @@ def _tokenized_split(tokenizer, path: Path, max_length: int, conversations: list
     return Dataset.from_list(kept)
 
 
-def _precision(config: TrainConfig) -> tuple[torch.dtype, bool]:
-    """(weight dtype, bf16 autocast). A GPU trains bf16 weights. A CPU keeps fp32 weights, since bf16 ones round
-    away a full fine-tune's small AdamW updates, and multiplies in bf16 under autocast where it does so natively:
-    1.2-1.3x the tokens/s of fp32 for SmolLM2-135M on 2 AVX512-BF16 cores."""
-    if has_cuda():
-        return (best_dtype() if config.bf16 is None else torch.bfloat16 if config.bf16 else torch.float32), False
-    return torch.float32, cpu_has_bf16() if config.bf16 is None else config.bf16
+def _dtype(config: TrainConfig) -> torch.dtype:
+    if config.bf16 is None:
+        return best_dtype()
+    return torch.bfloat16 if config.bf16 else torch.float32
 
 
 def _test_pairs(conversations: list[list[dict]], limit: int, seed: int) -> list[dict]:
@@ -266,7 +262,7 @@ def build_trainer(config: TrainConfig, progress: bool = True, callbacks: list | 
     train_set = _tokenized_split(tokenizer, data_dir / "train.jsonl", config.max_length, train_rows + replay)
     eval_set = _tokenized_split(tokenizer, data_dir / "test.jsonl", config.max_length)
 
-    dtype, autocast = _precision(config)
+    dtype = _dtype(config)
     model = load_model(config.base_model, load_in_4bit=config.qlora, dtype=dtype)
     if config.qlora:
         # Casts norms to fp32 and enables input gradients, which LoRA on a frozen 4-bit model needs.
@@ -285,8 +281,7 @@ def build_trainer(config: TrainConfig, progress: bool = True, callbacks: list | 
         # trl turns checkpointing on by default; we make it a choice (it costs ~20-30% speed).
         gradient_checkpointing=config.gradient_checkpointing,
         gradient_checkpointing_kwargs={"use_reentrant": False},
-        bf16=dtype == torch.bfloat16 or autocast,
-        use_cpu=autocast,  # transformers takes bf16 without it for a GPU's
+        bf16=dtype == torch.bfloat16,
         fp16=dtype == torch.float16,
         # Paged optimizer: absorbs memory spikes on long sequences; 32-bit states cost little for LoRA weights.
         # Fused AdamW: a full fine-tune's step of 135M weights on 2 CPU cores took 0.09 s instead of 0.44 s.
@@ -354,7 +349,6 @@ def train(config: TrainConfig, progress: bool = True) -> TrainResult:
     config.output_dir."""
     config = resolve(config)
     trainer, tokenizer, history = _fit(config, progress)
-    dtype, autocast = _precision(config)
     out = Path(config.output_dir)
     adapter_dir = model_dir(out, config.full)
     # `ask`/`serve` look for adapter/ before full/: an earlier run's other kind must not answer for this one.
@@ -375,8 +369,7 @@ def train(config: TrainConfig, progress: bool = True) -> TrainResult:
         "base_model": config.base_model,
         "data_dir": config.data_dir,
         "hyperparameters": config.model_dump(),
-        "dtype": str(dtype).removeprefix("torch."),
-        "bf16_autocast": autocast,
+        "dtype": str(_dtype(config)).removeprefix("torch."),
         **history,
         # The last logged loss; the run's mean when it ended before the first logging step.
         "final_train_loss": (history["train_losses"] or [{"loss": history["mean_train_loss"]}])[-1]["loss"],
@@ -390,7 +383,7 @@ def train(config: TrainConfig, progress: bool = True) -> TrainResult:
     merged_dir = None
     if config.merge:
         # Reload the base unquantized (bf16 on GPU) so a QLoRA adapter merges into full-precision weights.
-        merged = load_model(config.base_model, adapter=str(adapter_dir), dtype=dtype).merge_and_unload()
+        merged = load_model(config.base_model, adapter=str(adapter_dir), dtype=_dtype(config)).merge_and_unload()
         merged_dir = out / "merged"
         merged.save_pretrained(merged_dir)
         tokenizer.save_pretrained(merged_dir)
