@@ -130,12 +130,13 @@ def _folder(args, label: str) -> Path:
     return Path(args.out) / label.replace(" ", "_")
 
 
-def reuse(name: str, args, previous: dict[str, dict]) -> tuple[dict, Path, Path]:
-    """--eval-only: the earlier row, its data and its adapter; with `--train adapter_scale=X`, a copy of the
-    unscaled configuration's adapter scaled by X (what training with that setting saves), under its own label."""
+def reuse(name: str, args, base_model: str, previous: dict[str, dict]) -> tuple[dict, Path, Path]:
+    """--eval-only: the earlier row, its data and its model; with `--train adapter_scale=X`, a copy of the
+    configuration's model rescaled to X (what training with that setting saves), under its own label."""
     import shutil
 
-    from memorize.training import saved_model, scale_adapter
+    from memorize.models import load_model, load_tokenizer
+    from memorize.training import interpolate_toward_base, saved_model, scale_adapter
 
     label = _label(name, args)
     source = _label(name, argparse.Namespace(train={k: v for k, v in args.train.items() if k != "adapter_scale"}))
@@ -144,13 +145,18 @@ def reuse(name: str, args, previous: dict[str, dict]) -> tuple[dict, Path, Path]
         sys.exit(f"--eval-only: no trained configuration {source!r} in {args.out} (train it first)")
     saved = previous[source]["hyperparameters"].get("adapter_scale", 1)  # the scale training already applied
     factor = float(args.train.get("adapter_scale", saved))
-    if factor != saved and adapter.name == "full":
-        sys.exit("--eval-only --train adapter_scale=X rescales LoRA adapters only; retrain a full fine-tune")
     if factor != saved:
-        scaled = _folder(args, label) / "model" / "adapter"
+        scaled = _folder(args, label) / "model" / adapter.name
         shutil.rmtree(scaled, ignore_errors=True)
-        shutil.copytree(adapter, scaled)
-        scale_adapter(scaled, factor / saved)
+        if adapter.name == "full":  # saved = base + saved x delta, so base + factor x delta is a step toward base
+            model = load_model(str(adapter))
+            interpolate_toward_base(model, base_model, factor / saved)
+            model.save_pretrained(scaled)
+            load_tokenizer(str(adapter)).save_pretrained(scaled)
+            del model
+        else:
+            shutil.copytree(adapter, scaled)
+            scale_adapter(scaled, factor / saved)
         adapter = scaled
     row = {**previous[source], "config": label}
     row["hyperparameters"] = {**row["hyperparameters"], "adapter_scale": factor}
@@ -161,7 +167,7 @@ def run(name: str, args, base_model: str, held_out: list[str], previous: dict[st
     label = _label(name, args)
     out = _folder(args, label)
     if args.eval_only:
-        row, data, adapter = reuse(name, args, previous)
+        row, data, adapter = reuse(name, args, base_model, previous)
         return {**row, **evaluate_row(args, base_model, data, out, adapter)}
     data = out / "data"
     row = {"config": label, **_build(name, data, args, held_out)}
