@@ -14,6 +14,7 @@ from tqdm.auto import tqdm
 from transformers import LogitsProcessor, LogitsProcessorList
 
 from memorize.models import load_model, load_tokenizer
+from memorize.settings import ANSWER_BATCH_SIZE, ANSWER_BATCH_TOKENS
 
 
 @dataclass
@@ -174,6 +175,17 @@ class AnswerCache:
         tmp.replace(self.path)
 
 
+def _batches(order: list[int], lengths: dict[int, int], batch_size: int) -> list[list[int]]:
+    """Consecutive runs of `order` (ascending length) of at most batch_size prompts and ANSWER_BATCH_TOKENS
+    padded tokens (rows x the longest, which is the last added); a prompt longer than that goes alone."""
+    batches: list[list[int]] = []
+    for i in order:
+        if not batches or len(batches[-1]) == batch_size or (len(batches[-1]) + 1) * lengths[i] > ANSWER_BATCH_TOKENS:
+            batches.append([])
+        batches[-1].append(i)
+    return batches
+
+
 class Answerer:
     """One base model, optionally with a LoRA adapter that can be switched off per call, so the
     base, fine-tuned and in-context runs share a single copy of the base weights. A whole fine-tuned
@@ -203,7 +215,7 @@ class Answerer:
     def _generate(self, model, prompts: list[str], max_new_tokens: int) -> list[str]:
         return [c.text for c in complete(model, self.tokenizer, prompts, [max_new_tokens] * len(prompts))]
 
-    def answer(self, questions: list[str], contexts: list[str] | None = None, batch_size: int = 8,
+    def answer(self, questions: list[str], contexts: list[str] | None = None, batch_size: int = ANSWER_BATCH_SIZE,
                max_new_tokens: int = 128, use_adapter: bool = True, progress: bool = True,
                desc: str = "answering", cache: AnswerCache | None = None) -> list[str]:
         """Answers in input order. use_adapter=False answers with the bare base model; only such
@@ -219,7 +231,8 @@ class Answerer:
         for i in set(range(len(prompts))) - set(todo):
             answers[i] = cache.entries[keys[i]]
         # Batching prompts of similar length wastes less compute on padding.
-        order = sorted(todo, key=lambda i: len(prompts[i]))
+        lengths = {i: len(self.tokenizer(prompts[i], add_special_tokens=False).input_ids) for i in todo}
+        batches = _batches(sorted(todo, key=lengths.__getitem__), lengths, batch_size)
         model, switch = self.model, nullcontext()
         if self.has_adapter and not use_adapter:
             if self.base is not None:
@@ -227,8 +240,7 @@ class Answerer:
             else:
                 switch = self.model.disable_adapter()
         with switch:
-            for start in tqdm(range(0, len(order), batch_size), desc=desc, disable=not progress):
-                batch = order[start:start + batch_size]
+            for batch in tqdm(batches, desc=desc, disable=not progress):
                 for i, text in zip(batch, self._generate(model, [prompts[i] for i in batch], max_new_tokens),
                                    strict=True):
                     answers[i] = text

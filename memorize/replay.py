@@ -57,7 +57,7 @@ def base_answers(base_model: str, prompts: list[str], chat_template: str | None 
         from memorize.answering import Answerer
 
         answerer = Answerer.load(base_model, chat_template=chat_template)
-        answers = answerer.answer(todo, max_new_tokens=MAX_NEW_TOKENS, batch_size=16, progress=progress,
+        answers = answerer.answer(todo, max_new_tokens=MAX_NEW_TOKENS, progress=progress,
                                   desc="replay: base answers")
         known.update(zip(todo, map(_whole_sentences, answers), strict=True))
         del answerer

@@ -30,6 +30,10 @@ EMBEDDED_TEMPERATURES = 1
 # Answers are greedy and cut here: a fact fits in a sentence, and the base model otherwise rambles on (charter,
 # 2 CPU cores: its 70 open-book answers took 1.2 min at 64 tokens, 2.1 at 128, with the same verdicts).
 ANSWER_MAX_NEW_TOKENS = 64
+# Questions answered at once, and padded prompt tokens per batch. On a CPU many short prompts in one batch
+# share each decoding step's read of the weights (64 closed-book questions: 19 s at batch 64, 55 s at 8), but
+# long in-context prompts make prefill compute-bound (32 of ~1,650 tokens: 164 s at 8, 207 s at 32).
+ANSWER_BATCH_SIZE, ANSWER_BATCH_TOKENS = 64, 16_384
 DEFAULT_API_KEY_ENV = "OPENAI_API_KEY"  # where an endpoint's key is read from unless a setting names another
 
 
@@ -166,7 +170,8 @@ class EvalSettings(_Settings):
     judge_api_key_env: str = Field(DEFAULT_API_KEY_ENV, description="environment variable holding the judge's key")
     top_k: int = Field(3, ge=1, description="chunks retrieved (BM25) for the in-context ceiling")
     max_test_questions: int = Field(50, ge=0, description="held-out generated pairs to ask")
-    batch_size: int = Field(8, ge=1, description="questions answered at once",
+    batch_size: int = Field(ANSWER_BATCH_SIZE, ge=1, description="questions answered at once (long in-context "
+                            f"prompts in smaller batches: at most {ANSWER_BATCH_TOKENS:,} prompt tokens)",
                             json_schema_extra=flag("eval_batch_size"))
     max_new_tokens: int = Field(ANSWER_MAX_NEW_TOKENS, ge=1, description="longest answer in tokens")
     include_general: bool = Field(True, description="ask the general-knowledge questions that measure forgetting")

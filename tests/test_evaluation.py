@@ -209,3 +209,30 @@ def _empty_summary():
     section = {"accuracy": None, "n": 0}
     return {"base": section, "fine_tuned": None, "in_context": section,
             "forgetting": {"n": 0, "base_accuracy": None, "fine_tuned_accuracy": None}}
+
+
+def test_batches_hold_many_short_prompts_and_few_long_ones():
+    from memorize.answering import _batches
+    from memorize.settings import ANSWER_BATCH_TOKENS
+
+    lengths = dict(enumerate([40] * 100 + [1_600] * 20 + [ANSWER_BATCH_TOKENS + 1]))
+    batches = _batches(sorted(lengths, key=lengths.__getitem__), lengths, batch_size=64)
+    assert [len(b) for b in batches] == [64, 36, 10, 10, 1]
+    assert sorted(i for b in batches for i in b) == list(lengths)
+    assert all(len(b) * max(lengths[i] for i in b) <= ANSWER_BATCH_TOKENS for b in batches[:-1])
+
+
+def test_answers_do_not_depend_on_how_questions_are_batched(small_model):
+    from memorize.answering import Answerer
+
+    answerer = Answerer.load(small_model)
+    questions = ["What is the capital of France?", "How many legs does a spider have?",
+                 "Name a primary colour.", "What do bees make?"]
+    contexts = [None, "Spiders have eight legs. " * 200, None, "Bees make honey from nectar. " * 10]
+    one_by_one = [answerer.answer([q], None if c is None else [c], max_new_tokens=16, progress=False)[0]
+                  for q, c in zip(questions, contexts, strict=True)]
+    closed = answerer.answer([q for q, c in zip(questions, contexts) if c is None], max_new_tokens=16,
+                             progress=False)
+    opened = answerer.answer([q for q, c in zip(questions, contexts) if c], [c for c in contexts if c],
+                             max_new_tokens=16, progress=False)
+    assert closed == [one_by_one[0], one_by_one[2]] and opened == [one_by_one[1], one_by_one[3]]
