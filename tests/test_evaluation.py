@@ -150,9 +150,9 @@ def test_evaluate_writes_reports(small_model, adapter_dir, data_dir, tmp_path):
             rows = [r[system] for r in records if r["set"] == name]
             assert section[name]["accuracy"] == pytest.approx(sum(r["correct"] for r in rows) / len(rows))
             assert section[name]["rouge_l"] == pytest.approx(sum(r["rouge_l"] for r in rows) / len(rows))
-    # The 120 shipped general-knowledge questions: the 135M base model gets about half of them.
+    # The 400 shipped general-knowledge questions: the 135M base model gets about half of them.
     forgetting = saved["forgetting"]
-    assert forgetting["n"] == 120 and forgetting["base_accuracy"] >= 0.4
+    assert forgetting["n"] == 400 and forgetting["base_accuracy"] >= 0.4
     general = [r["fine_tuned"]["correct"] for r in records if r["set"] == "general"]
     assert forgetting["fine_tuned_accuracy"] == pytest.approx(sum(general) / len(general))
     paired = forgetting["paired"]

@@ -200,7 +200,7 @@ def test_shipped_general_knowledge_file():
     from memorize.scoring import informative_must
 
     rows = load_questions(GENERAL_KNOWLEDGE)
-    assert len(rows) == 120
+    assert len(rows) == 400
     assert all(r.get("must") and informative_must(r["must"], r["question"]) == (r["must"], 0) for r in rows)
     assert len({r["question"] for r in rows}) == len(rows)
     # Replay must not rehearse the forgetting check's own questions, nor near-copies of them.
