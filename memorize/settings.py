@@ -114,8 +114,6 @@ class TrainSettings(_Settings):
     full: bool | None = Field(None, description="train every weight instead of a LoRA adapter, saved whole as "
                               f"full/ (none: for base models of at most {FULL_MAX_PARAMETERS / 1e9:g}B parameters, "
                               "unless qlora or merge is asked)")
-    train_embeddings: bool = Field(True, description="with full fine-tuning, train the token embeddings too (in small "
-                                   "models also the output layer, tied to them)")
     # LoRA r16/alpha32: 1e-4 barely moved held-out answers. Every weight moving needs a smaller step.
     learning_rate: float | None = Field(None, gt=0, description="peak learning rate (none: "
                                         f"{LORA_LEARNING_RATE:g} for LoRA, {FULL_LEARNING_RATE:g} for full "

@@ -264,9 +264,6 @@ def build_trainer(config: TrainConfig, progress: bool = True, callbacks: list | 
 
     dtype = _dtype(config)
     model = load_model(config.base_model, load_in_4bit=config.qlora, dtype=dtype)
-    if config.full and not config.train_embeddings:
-        for layer in (model.get_input_embeddings(), model.get_output_embeddings()):  # one tensor when tied
-            layer.weight.requires_grad_(False)
     if config.qlora:
         # Casts norms to fp32 and enables input gradients, which LoRA on a frozen 4-bit model needs.
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=config.gradient_checkpointing)
@@ -470,8 +467,7 @@ def model_card(config: TrainConfig, metrics: dict, eval_results: dict | None = N
                          base_model=None if Path(config.base_model).exists() else config.base_model)
     front = ["---", data.to_yaml(), "---"]
     hp = metrics["hyperparameters"]
-    keys = (*(("train_embeddings",) if config.full else ("lora_r", "lora_alpha", "lora_dropout", "target_modules",
-                                                         "qlora")),
+    keys = (*(() if config.full else ("lora_r", "lora_alpha", "lora_dropout", "target_modules", "qlora")),
             "full", "learning_rate", "epochs", "batch_size", "grad_accum", "lr_scheduler", "max_length",
             "neftune_alpha", "replay_ratio", "adapter_scale", "seed")
     what = "A full fine-tune of" if config.full else f"A {'QLoRA' if config.qlora else 'LoRA'} adapter for"
