@@ -222,6 +222,7 @@ def test_batches_hold_many_short_prompts_and_few_long_ones():
     assert all(len(b) * max(lengths[i] for i in b) <= ANSWER_BATCH_TOKENS for b in batches[:-1])
 
 
+@pytest.mark.slow
 def test_answers_do_not_depend_on_how_questions_are_batched(small_model):
     from memorize.answering import Answerer
 
