@@ -188,7 +188,7 @@ def run(name: str, args, base_model: str, held_out: list[str], previous: dict[st
     row["train_minutes"] = (time.perf_counter() - started) / 60
     row["final_train_loss"] = result.final_train_loss
     row["qa_by_epoch"], row["selected_epoch"] = result.qa_by_epoch, result.selected_epoch
-    resolved = resolve(config)  # full or LoRA, and the learning rate, as training decided them
+    resolved = resolve(config)  # the learning rate, as training decided it
     row["hyperparameters"] = {**{k: getattr(resolved, k) for k in ("full", "learning_rate", "epochs", "lora_r",
                                                                    "lora_alpha", "batch_size", "replay_ratio",
                                                                    "select_epoch", "adapter_scale")},

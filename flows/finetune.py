@@ -53,7 +53,7 @@ def finetune(
     """Fine-tune a LoRA adapter (or every weight) on DATA_DIR/{train,test}.jsonl. With settings.select_epoch, the
     weights kept are the epoch's that answers the test split's questions best."""
     require_shared_path(Path(data_dir) / "train.jsonl", "training data")
-    # Decided once here (full or LoRA counts the model's parameters); the cache key and training reuse it.
+    # Decided once here (the learning rate of LoRA or --full); the cache key and training reuse it.
     config = resolve(TrainConfig(base_model=resolve_model(base_model), data_dir=data_dir, output_dir=output_dir,
                                  **settings.model_dump()))
     # A cached result is only good while what it trained is still on disk.

@@ -85,18 +85,6 @@ def load_model(model_id: str, load_in_4bit: bool = False, adapter: str | None = 
     return model
 
 
-def parameter_count(model_id: str) -> int:
-    """The model's parameters, counted from its config on the meta device (no weights read)."""
-    from transformers import AutoConfig, AutoModelForCausalLM
-
-    try:
-        config = AutoConfig.from_pretrained(model_id)
-    except (OSError, ValueError) as exc:
-        raise ModelLoadError(f"base model {model_id!r} not found or unreadable: {exc}") from exc
-    with torch.device("meta"):
-        return AutoModelForCausalLM.from_config(config).num_parameters()
-
-
 def context_length(model_id: str) -> int | None:
     from transformers import AutoConfig
 

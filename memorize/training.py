@@ -20,9 +20,9 @@ import torch
 from transformers import TrainerCallback
 
 from memorize.models import (
-    best_dtype, context_length, load_model, load_tokenizer, parameter_count, quantization_config,
+    best_dtype, context_length, load_model, load_tokenizer, quantization_config,
 )
-from memorize.settings import (ANSWER_MAX_NEW_TOKENS, FULL_LEARNING_RATE, FULL_MAX_PARAMETERS, LORA_LEARNING_RATE,
+from memorize.settings import (ANSWER_MAX_NEW_TOKENS, FULL_LEARNING_RATE, LORA_LEARNING_RATE,
                                TrainSettings)
 
 IGNORE_INDEX = -100  # label value the loss skips
@@ -73,13 +73,9 @@ def saved_model(output_dir: str | Path) -> Path | None:
 
 
 def resolve(config: TrainConfig) -> TrainConfig:
-    """The config with `full` and `learning_rate` decided: unset, a small base model is fully fine-tuned
-    (FULL_MAX_PARAMETERS), a larger one gets LoRA, each at its own learning rate."""
-    full = config.full
-    if full is None:
-        full = not (config.qlora or config.merge) and parameter_count(config.base_model) <= FULL_MAX_PARAMETERS
-    rate = config.learning_rate or (FULL_LEARNING_RATE if full else LORA_LEARNING_RATE)
-    return config.model_copy(update={"full": full, "learning_rate": rate})
+    """The config with `learning_rate` decided: each kind of training at its own rate."""
+    rate = config.learning_rate or (FULL_LEARNING_RATE if config.full else LORA_LEARNING_RATE)
+    return config.model_copy(update={"learning_rate": rate})
 
 
 def _trained_weights(model) -> dict:

@@ -13,7 +13,7 @@ from memorize import content_key
 
 def training_key(config: TrainConfig) -> str:
     data = Path(config.data_dir)
-    # Resolved (full or LoRA, the learning rate): a default that changes in code must not reuse an old run.
+    # Resolved (the learning rate): a default that changes in code must not reuse an old run.
     return content_key("train", file_sha256(data / "train.jsonl"), file_sha256(data / "test.jsonl"),
                        resolve(config).model_dump())
 

@@ -165,7 +165,7 @@ def test_end_to_end_flow_sends_training_to_the_gpu_pool(stack):
     train_runs = _flow_runs(stack, "finetune")
     assert train_runs and train_runs[0]["state_type"] == "COMPLETED"
     assert train_runs[0]["work_pool_name"] == "gpu"
-    assert (out / "model" / "full" / "config.json").exists()  # the small model is fully fine-tuned by default
+    assert (out / "model" / "adapter" / "adapter_config.json").exists()  # LoRA by default
     summary = json.loads((out / "eval" / "eval.json").read_text())
     held_out = sum(json.loads(line)["split"] == "test" for line in open(out / "data" / "qa.jsonl"))
     for system in ("base", "fine_tuned", "in_context"):  # every system answered every held-out question asked
