@@ -108,7 +108,7 @@ class TrainSettings(_Settings):
     target_modules: list[str] = Field(["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
                                       description="LoRA target modules")
     # Charter benchmark, general knowledge on 400 questions: full fine-tunes of the 135M model lost 5-10 points
-    # (5 models, mean 7.6) where LoRA adapters lost 3-5 (4 models, mean 4.1) for about the same held-out recall
+    # (5 models, mean 7.6) where LoRA adapters lost 3-7 (5 models, mean 4.7) for about the same held-out recall
     # through `memorize run` (40 % vs 33-40 %); full learns more from a strong teacher's data (73 vs 60-67 %).
     full: bool = Field(False, description="train every weight instead of a LoRA adapter, saved whole as full/ "
                        "(small models only: it holds 5-6x the model in memory)")
