@@ -9,7 +9,7 @@ from prefect.artifacts import create_link_artifact, create_markdown_artifact
 from memorize import DEFAULT_CACHE_DIR
 from memorize.local_model import resolve_model
 from memorize.settings import TrainSettings
-from memorize.training import TrainConfig, resolve, saved_model
+from memorize.training import TrainConfig, saved_model
 from tasks.caching import result_storage
 from tasks.train import train_task
 
@@ -53,9 +53,8 @@ def finetune(
     """Fine-tune a LoRA adapter (or every weight) on DATA_DIR/{train,test}.jsonl. With settings.select_epoch, the
     weights kept are the epoch's that answers the test split's questions best."""
     require_shared_path(Path(data_dir) / "train.jsonl", "training data")
-    # Decided once here (the learning rate of LoRA or --full); the cache key and training reuse it.
-    config = resolve(TrainConfig(base_model=resolve_model(base_model), data_dir=data_dir, output_dir=output_dir,
-                                 **settings.model_dump()))
+    config = TrainConfig(base_model=resolve_model(base_model), data_dir=data_dir, output_dir=output_dir,
+                         **settings.model_dump())
     # A cached result is only good while what it trained is still on disk.
     refresh = saved_model(output_dir) is None
     summary = train_task.with_options(result_storage=result_storage(cache_dir), refresh_cache=refresh)(
