@@ -39,6 +39,7 @@ import os
 import sys
 import time
 from pathlib import Path
+from typing import get_origin
 
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("DO_NOT_TRACK", "1")
@@ -123,7 +124,7 @@ def _accuracy(section: dict | None, kind: str | None = None):
 
 def _label(name: str, args) -> str:
     """The configuration's name in the table, with any --train overrides."""
-    return name + "".join(f" {k}={v}" for k, v in args.train.items())
+    return name + "".join(f" {k}={','.join(v) if isinstance(v, list) else v}" for k, v in args.train.items())
 
 
 def _folder(args, label: str) -> Path:
@@ -273,13 +274,17 @@ def main() -> None:
     ap.add_argument("--model", help="generator model name at --base-url")
     ap.add_argument("--train", nargs="+", default=[], metavar="KEY=VALUE",
                     help="training settings for every configuration of this run, e.g. epochs=4 replay_ratio=0.4 "
-                         "(memorize.settings.TrainSettings); the table names them beside the configuration")
+                         "target_modules=gate_proj,up_proj,down_proj (memorize.settings.TrainSettings; lists "
+                         "comma-separated); the table names them beside the configuration")
     ap.add_argument("--eval-only", action="store_true",
                     help="re-evaluate the adapters an earlier run saved in OUT (e.g. after the questions changed); "
                          "with --train adapter_scale=X, a scaled copy of each")
     args = ap.parse_args()
     try:
         args.train = dict(kv.split("=", 1) for kv in args.train)
+        args.train = {k: v.split(",") if k in TrainSettings.model_fields
+                      and get_origin(TrainSettings.model_fields[k].annotation) is list else v
+                      for k, v in args.train.items()}
         TrainSettings(**args.train)  # names and values checked before hours of training
     except ValueError as exc:
         ap.error(f"--train: {exc}")
