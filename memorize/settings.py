@@ -120,6 +120,7 @@ class TrainSettings(_Settings):
     learning_rate: float | None = Field(None, gt=0, description="peak learning rate (none: "
                                         f"{LORA_LEARNING_RATE:g} for LoRA, {FULL_LEARNING_RATE:g} for full "
                                         "fine-tuning)")
+    # 5 epochs forgot 12 points; 2 at lr 2e-3 recalled as much in 60 % of the time but forgot 8.3 of 400 (3 at 1e-3: ~4).
     epochs: float = Field(3.0, gt=0, description="passes over the training rows")
     batch_size: int = Field(1, ge=1, description="rows per step (small batches memorize better)")
     grad_accum: int = Field(1, ge=1, description="gradient accumulation steps")
