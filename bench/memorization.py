@@ -140,11 +140,13 @@ def reuse(name: str, args, base_model: str, previous: dict[str, dict]) -> tuple[
     from memorize.training import interpolate_toward_base, saved_model, scale_adapter
 
     label = _label(name, args)
-    unscaled = _label(name, argparse.Namespace(train={k: v for k, v in args.train.items() if k != "adapter_scale"}))
+    def without_scale(row: str) -> str:
+        return " ".join(t for t in row.split(" ") if not t.startswith("adapter_scale="))
+
+    unscaled = without_scale(label)
     # the row trained with these settings, also when it was trained with an explicit adapter_scale
     source = unscaled if unscaled in previous else next(
-        (k for k in previous if [t for t in k.split(" ") if not t.startswith("adapter_scale=")] == unscaled.split(" ")
-         and (_folder(args, k) / "data").is_dir()), unscaled)
+        (k for k in previous if without_scale(k) == unscaled and (_folder(args, k) / "data").is_dir()), unscaled)
     adapter = saved_model(_folder(args, source) / "model")
     if source not in previous or adapter is None:
         sys.exit(f"--eval-only: no trained configuration {source!r} in {args.out} (train it first)")
