@@ -1,4 +1,5 @@
 import json
+import re
 
 import pytest
 
@@ -194,6 +195,13 @@ def test_load_questions_errors_name_file_and_row(tmp_path, name, text, expected)
         load_questions(write(tmp_path / name, text))
 
 
+# Words that tie no two questions to the same fact.
+NOT_TOPICAL = {w.rstrip("s") for w in """a an the and or of in on at to for from by with is are was be it this that there
+    do does did you your i we my what which who whom when where why how many much if not no yes can most more some
+    all any each one two three four five six seven eight nine ten eleven twelve twenty hundred half double
+    first""".split()}
+
+
 def test_shipped_general_knowledge_file():
     from memorize.filtering import seen_in_training
     from memorize.replay import read_prompts
@@ -203,8 +211,22 @@ def test_shipped_general_knowledge_file():
     assert len(rows) == 400
     assert all(r.get("must") and informative_must(r["must"], r["question"]) == (r["must"], 0) for r in rows)
     assert len({r["question"] for r in rows}) == len(rows)
-    # Replay must not rehearse the forgetting check's own questions, nor near-copies of them.
-    assert not any(seen_in_training([r["question"] for r in rows], read_prompts()))
+    # Replay must not rehearse the forgetting check's own questions, nor near-copies of them...
+    prompts = read_prompts()
+    assert not any(seen_in_training([r["question"] for r in rows], prompts))
+    # ...nor their facts asked another way ("What does a thermometer measure?" against "What instrument
+    # measures temperature?"): no prompt may name a question's answer and share a topical word with it.
+    # Numbers are left out, being in every word problem.
+    def words(text):
+        return {w.rstrip("s") for w in re.findall(r"[a-z]+", text.lower())} - NOT_TOPICAL
+
+    def names(prompt, key):
+        return re.fullmatch(r"[a-z ]+", key) and key.rstrip("s") not in NOT_TOPICAL \
+            and re.search(rf"\b{key}\b", prompt.lower())
+
+    rehearsed = [(p, r["question"]) for p in prompts for r in rows if words(p) & words(r["question"])
+                 and any(names(p, k.lower()) for group in r["must"] for k in group)]
+    assert not rehearsed
 
 
 CHUNKS = [
