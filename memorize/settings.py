@@ -141,8 +141,8 @@ class TrainSettings(_Settings):
                                  "(token from HF_TOKEN)", json_schema_extra=flag("hub_model_repo"))
     hub_public: bool = Field(False, description="make what is pushed to the Hub public (default private)",
                              json_schema_extra=flag("public"))
-    # Off, the strong set forgot 17 points (n=60); 0.3 cycles the 160 shipped prompts ~4 times and forgot more
-    # than 0.2 (-6.0 of 400 at x0.8, against -1.3..-3.8).
+    # Off, the strong set forgot 17 points (n=60); 0.3 (cycling the 160 prompts then shipped ~4 times) forgot
+    # more than 0.2 (-6.0 of 400 at x0.8, against -1.3..-3.8). The 512 shipped now fill 0.2 without repeats.
     replay_ratio: float = Field(0.2, ge=0, lt=1, description="share of training turns replaying the base model's "
                                 "own answers to general prompts, against forgetting (0: off)")
     # Scaling the update after training steps from the fine-tuned weights back toward the base, like
