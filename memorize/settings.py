@@ -145,11 +145,6 @@ class TrainSettings(_Settings):
     # more than 0.2 (-6.0 of 400 at x0.8, against -1.3..-3.8). The 512 shipped now fill 0.2 without repeats.
     replay_ratio: float = Field(0.2, ge=0, lt=1, description="share of training turns replaying the base model's "
                                 "own answers to general prompts, against forgetting (0: off)")
-    # Replay rows learned as the base model's greedy answer tokens keep general knowledge only at those tokens;
-    # matching its whole next-token distribution there (KL, as in Learning without Forgetting) carries more
-    # of what it knew per row, for one more forward pass of the base on each replay row.
-    replay_kl: bool = Field(False, description="on replay rows, match the base model's whole next-token "
-                            "distribution (KL divergence) instead of its answer's tokens")
     # Scaling the update after training steps from the fine-tuned weights back toward the base, like
     # WiSE-FT's weight interpolation. Six LoRA adapters of the charter benchmark and the quick start, each
     # asked again at x0.9 / x0.85 / x0.8: general knowledge (n=400) -5.3 / -4.2 / -3.3 points on average

@@ -7,7 +7,6 @@ with any chat template; trl's `assistant_only_loss` needs `{% generation %}` mar
 """
 from __future__ import annotations
 
-import contextlib
 import gc
 import json
 import random
@@ -144,16 +143,10 @@ def _read_conversations(path: Path) -> list[list[dict]]:
     return rows
 
 
-def _tokenized_split(tokenizer, path: Path, max_length: int, conversations: list[list[dict]] | None = None,
-                     replay_from: int | None = None):
-    """The conversations (default: the file's) tokenized; with replay_from, rows from that index on are marked
-    `replay` for the distillation loss."""
+def _tokenized_split(tokenizer, path: Path, max_length: int, conversations: list[list[dict]] | None = None):
     from datasets import Dataset
 
     rows = [tokenize_conversation(tokenizer, m, max_length) for m in conversations or _read_conversations(path)]
-    if replay_from is not None:
-        for i, row in enumerate(rows):
-            row["replay"] = int(i >= replay_from)
     kept = [r for r in rows if any(label != IGNORE_INDEX for label in r["labels"])]
     if not kept:
         raise TrainingInputError(f"{path}: no assistant tokens left within max_length={max_length}; raise it")
@@ -232,47 +225,6 @@ class EpochSelector(TrainerCallback):
         return None if self.best is None else self.best[2]
 
 
-def replay_distillation_loss(logits, teacher_logits, labels, replay, num_items=None):
-    """Loss of a batch of document and replay rows, summed over answer tokens and divided by their number
-    (or num_items, the count over all the batches of one gradient-accumulation step): on document rows the
-    cross-entropy of the next token; on replay rows KL(base || model) between the next-token
-    distributions, zero while the model still predicts like the base. teacher_logits: the replay rows'."""
-    logits, labels = logits[:, :-1], labels[:, 1:]
-    mask = labels != IGNORE_INDEX
-    logp = torch.log_softmax(logits.float(), dim=-1)
-    per_token = -logp.gather(-1, labels.clamp(min=0).unsqueeze(-1)).squeeze(-1)
-    teacher = torch.log_softmax(teacher_logits[:, :-1].float(), dim=-1)
-    per_token[replay] = (teacher.exp() * (teacher - logp[replay])).sum(-1)
-    count = mask.sum() if num_items is None else num_items
-    return (per_token * mask).sum() / torch.as_tensor(count, device=per_token.device).clamp(min=1)
-
-
-def _trainer_class():
-    from trl import SFTTrainer  # imported here: 2 s that `memorize --help` need not pay
-
-    class ReplayDistillingTrainer(SFTTrainer):
-        """trl's SFTTrainer, with replay_distillation_loss on the batches that hold replay rows."""
-
-        teacher = None  # a frozen base model for full fine-tuning; LoRA's base is the model with its adapter off
-
-        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-            replay = inputs.pop("replay", None)
-            if replay is None or not replay.any():
-                return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
-            replay = replay.bool()
-            ids, attention = inputs["input_ids"], inputs.get("attention_mask")
-            outputs = model(input_ids=ids, attention_mask=attention, use_cache=False)
-            with torch.no_grad(), (contextlib.nullcontext() if self.teacher else model.disable_adapter()):
-                teacher_logits = (self.teacher or model)(
-                    input_ids=ids[replay], attention_mask=None if attention is None else attention[replay],
-                    use_cache=False).logits
-            loss = replay_distillation_loss(outputs.logits, teacher_logits, inputs["labels"], replay,
-                                            num_items_in_batch)
-            return (loss, outputs) if return_outputs else loss
-
-    return ReplayDistillingTrainer
-
-
 def build_trainer(config: TrainConfig, progress: bool = True, callbacks: list | None = None):
     """Check inputs, load the model and data, and return (SFTTrainer with the LoRA or full model, tokenizer).
 
@@ -280,7 +232,7 @@ def build_trainer(config: TrainConfig, progress: bool = True, callbacks: list | 
     """
     from peft import LoraConfig, prepare_model_for_kbit_training
     from transformers import PrinterCallback
-    from trl import SFTConfig
+    from trl import SFTConfig, SFTTrainer
 
     # Cheap checks first, so a bad request fails in seconds rather than after loading a model.
     quantization_config(config.qlora)  # raises ModelLoadError for QLoRA without CUDA
@@ -303,9 +255,7 @@ def build_trainer(config: TrainConfig, progress: bool = True, callbacks: list | 
 
         replay = replay_conversations(config.base_model, train_rows, config.replay_ratio, config.seed,
                                       config.replay_prompts, config.chat_template, progress)
-    distill = bool(config.replay_kl and replay)
-    train_set = _tokenized_split(tokenizer, data_dir / "train.jsonl", config.max_length, train_rows + replay,
-                                 replay_from=len(train_rows) if distill else None)
+    train_set = _tokenized_split(tokenizer, data_dir / "train.jsonl", config.max_length, train_rows + replay)
     eval_set = _tokenized_split(tokenizer, data_dir / "test.jsonl", config.max_length)
 
     dtype = _dtype(config)
@@ -341,7 +291,6 @@ def build_trainer(config: TrainConfig, progress: bool = True, callbacks: list | 
         disable_tqdm=not progress,
         include_num_input_tokens_seen="non_padding",
         dataset_kwargs={"skip_prepare_dataset": True},  # already tokenized, labelled and truncated
-        remove_unused_columns=not distill,  # keep the `replay` marks for the loss
     )
     peft_config = None if config.full else LoraConfig(
         r=config.lora_r,
@@ -354,26 +303,14 @@ def build_trainer(config: TrainConfig, progress: bool = True, callbacks: list | 
     if config.select_epoch and config.max_steps <= 0:  # a run cut by max_steps has no epochs to choose from
         test_rows = _read_conversations(data_dir / "test.jsonl")
         selector = EpochSelector(tokenizer, _test_pairs(test_rows, SELECT_QUESTIONS, config.seed), progress)
-    trainer = _trainer_class()(model=model, args=args, train_dataset=train_set, eval_dataset=eval_set,
-                               processing_class=tokenizer, peft_config=peft_config,
-                               callbacks=[*(callbacks or []), *([selector] if selector else [])])
-    if distill:
-        trainer.data_collator = _passing_replay_marks(trainer.data_collator)
-        if config.full:
-            trainer.teacher = load_model(config.base_model, dtype=dtype).eval().requires_grad_(False)
+    trainer = SFTTrainer(model=model, args=args, train_dataset=train_set, eval_dataset=eval_set,
+                         processing_class=tokenizer, peft_config=peft_config,
+                         callbacks=[*(callbacks or []), *([selector] if selector else [])])
     trainer.epoch_selector = selector  # for metrics.json
     if not progress:
         trainer.remove_callback(PrinterCallback)  # transformers prints every log line when tqdm is off
     trainer.row_counts = {"documents": len(train_rows), "replay": len(replay)}  # for metrics.json
     return trainer, tokenizer
-
-
-def _passing_replay_marks(collate):
-    """trl's collator pads the known columns and drops the rest: carry the `replay` marks past it."""
-    def with_marks(examples):
-        marks = torch.tensor([e.pop("replay", 0) for e in examples], dtype=torch.bool)  # test rows: none
-        return {**collate(examples), "replay": marks}
-    return with_marks
 
 
 def _fit(config: TrainConfig, progress: bool):

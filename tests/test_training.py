@@ -10,8 +10,8 @@ from memorize.answering import Answerer
 from memorize.scoring import score
 from memorize.settings import ANSWER_MAX_NEW_TOKENS, FULL_LEARNING_RATE, LORA_LEARNING_RATE, TrainSettings
 from memorize.training import (
-    IGNORE_INDEX, TrainConfig, TrainingInputError, build_trainer, interpolate_toward_base,
-    replay_distillation_loss, resolve, scale_adapter, tokenize_conversation, train,
+    IGNORE_INDEX, TrainConfig, TrainingInputError, interpolate_toward_base, resolve,
+    scale_adapter, tokenize_conversation, train,
 )
 
 FACTS = [
@@ -176,50 +176,6 @@ def test_the_epoch_kept_is_the_one_that_answered_held_out_questions_best(base_mo
         [q for q, _ in FACTS[2:]], max_new_tokens=ANSWER_MAX_NEW_TOKENS, progress=False)
     assert sum(bool(score({"question": q, "answer": a}, text)["correct"])
                for (q, a), text in zip(FACTS[2:], answers)) / 2 == best
-
-
-def test_replay_distillation_loss_is_cross_entropy_on_documents_and_kl_to_the_base_on_replay():
-    torch.manual_seed(0)
-    logits = torch.randn(2, 5, 11, requires_grad=True)
-    labels = torch.tensor([[IGNORE_INDEX, IGNORE_INDEX, 3, 4, 5], [IGNORE_INDEX, 1, 2, 7, IGNORE_INDEX]])
-    replay = torch.tensor([False, True])
-    document_ce = torch.nn.functional.cross_entropy(logits[0, 1:-1], labels[0, 2:], reduction="sum")
-    # A student that still predicts like the base: replay rows cost nothing, document rows their cross-entropy.
-    same = replay_distillation_loss(logits, logits[1:].detach(), labels, replay)
-    assert same.item() == pytest.approx(document_ce.item() / 6, rel=1e-5)  # 3 + 3 answer tokens
-    # Any other base distribution costs more, and its gradient pulls the replay row toward the base.
-    teacher = torch.randn(1, 5, 11)
-    moved = replay_distillation_loss(logits, teacher, labels, replay, num_items=6)
-    assert moved > same
-    moved.backward()
-    assert logits.grad[1, 0:3].abs().sum() > 0 and logits.grad[1, 3:].abs().sum() == 0  # its answer only
-    target = torch.log_softmax(teacher[0, 0:3], -1).exp()
-    kl = (target * (target.log() - torch.log_softmax(logits[1, 0:3], -1))).sum()
-    assert moved.item() == pytest.approx((document_ce + kl).item() / 6, rel=1e-5)
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("full", [False, True])
-def test_replay_kl_starts_at_zero_on_replay_rows_and_learns_the_documents(base_model, tmp_path, monkeypatch, full):
-    monkeypatch.setenv("MEMORIZE_HOME", str(tmp_path / "home"))
-    prompts = tmp_path / "prompts.jsonl"
-    prompts.write_text("".join(json.dumps({"prompt": p}) + "\n" for p in REPLAY_PROMPTS))
-    data = write_dataset(tmp_path / "data", FACTS[:3], FACTS[3:])
-    config = resolve(TrainConfig(base_model=base_model, data_dir=str(data), output_dir=str(tmp_path / "run"),
-                                 full=full, max_length=128, replay_ratio=0.4, replay_prompts=str(prompts),
-                                 replay_kl=True, select_epoch=False))
-    trainer, _ = build_trainer(config, progress=False)
-    batches = [trainer.data_collator([row]) for row in trainer.train_dataset]
-    assert [b["replay"].tolist() for b in batches] == [[False]] * 3 + [[True]] * 2
-    model = trainer.model
-    with torch.no_grad():
-        losses = [trainer.compute_loss(model, dict(b)).item() for b in batches]
-    # Untrained, the model is the base (LoRA's B starts at zero; a full fine-tune starts from its weights).
-    assert all(loss > 0.5 for loss in losses[:3]) and all(abs(loss) < 1e-4 for loss in losses[3:]), losses
-    trainer.train()
-    with torch.no_grad():
-        after = [trainer.compute_loss(model, dict(b)).item() for b in batches]
-    assert sum(after[:3]) < 0.5 * sum(losses[:3]), (losses, after)  # the documents were learned
 
 
 def test_lora_unless_told_otherwise_each_kind_at_its_own_learning_rate():
