@@ -1,7 +1,6 @@
 """Batched greedy answering with a local model, closed-book or with retrieved context."""
 from __future__ import annotations
 
-import copy
 import hashlib
 import json
 import weakref
@@ -11,7 +10,7 @@ from pathlib import Path
 
 import torch
 from tqdm.auto import tqdm
-from transformers import LogitsProcessor, LogitsProcessorList
+from transformers import DynamicCache, LogitsProcessor, LogitsProcessorList
 
 from memorize.models import load_model, load_tokenizer
 from memorize.settings import ANSWER_BATCH_SIZE, ANSWER_BATCH_TOKENS
@@ -91,20 +90,42 @@ def eos_ids(model, tokenizer) -> set[int]:
     return ids | ({tokenizer.eos_token_id} if tokenizer.eos_token_id is not None else set())
 
 
+def _shared_prefix(ids: list[list[int]]) -> int:
+    """Length of the token prefix all rows share, leaving every row at least one token of its own (the
+    forward pass that `generate` starts with needs one to predict from)."""
+    n = max(min(len(i) for i in ids) - 1, 0)
+    return next((pos for pos in range(n) if any(i[pos] != ids[0][pos] for i in ids)), n)
+
+
 @torch.inference_mode()
 def complete(model, tokenizer, prompts: list[str], max_new_tokens: list[int],
-             temperatures: list[float] | None = None, schemas: list[dict | None] | None = None) -> list[Completion]:
-    """Continue rendered prompts in one left-padded `generate`: on a CPU a forward pass over a batch costs
+             temperatures: list[float] | None = None, schemas: list[dict | None] | None = None,
+             share_prefix: bool = True) -> list[Completion]:
+    """Continue rendered prompts in one batched `generate`: on a CPU a forward pass over a batch costs
     little more than over one row (the weights are read once per step), so requests in flight share them.
-    Each row keeps its own token limit, temperature (None: greedy) and JSON schema (None: free text)."""
-    tok = copy.copy(tokenizer)  # a caller's tokenizer (e.g. a trainer's) keeps its padding side
-    tok.padding_side = "left"  # generation continues from the right end of every row
+    Each row keeps its own token limit, temperature (None: greedy) and JSON schema (None: free text).
+
+    The prefix every prompt shares (the same retrieved documents, one chunk's generation request at several
+    temperatures, a template's preamble) is computed once and its key/value cache copied to every row;
+    each row is then `prefix + padding + its own tokens` (padding in the middle, masked out, positions
+    counted from the attention mask) — with no shared prefix (or share_prefix=False), plain left padding."""
     # The template already wrote any BOS token; don't let the tokenizer add a second one.
-    enc = tok(prompts, return_tensors="pt", padding=True, add_special_tokens=False).to(model.device)
+    ids = tokenizer(prompts, add_special_tokens=False).input_ids
+    shared = _shared_prefix(ids) if share_prefix else 0
+    width = max(len(i) for i in ids) - shared
+    pad = tokenizer.pad_token_id
+    rows = [i[:shared] + [pad] * (width - len(i) + shared) + i[shared:] for i in ids]
+    mask = [[1] * shared + [0] * (width - len(i) + shared) + [1] * (len(i) - shared) for i in ids]
+    enc = {"input_ids": torch.tensor(rows, device=model.device), "attention_mask": torch.tensor(mask, device=model.device)}
+    if shared:
+        cache = DynamicCache(config=model.config)
+        model(input_ids=enc["input_ids"][:1, :shared], cache=cache, use_cache=True)
+        cache.batch_repeat_interleave(len(prompts))
+        enc["cache"] = cache
     temperatures = temperatures or [0.0] * len(prompts)
-    stop = eos_ids(model, tok)
-    # The schema mask comes first: a greedy row then takes the most likely of the allowed tokens. It gets the
-    # caller's tokenizer, not the copy: its vocabulary table is cached per tokenizer object (seconds to build).
+    stop = eos_ids(model, tokenizer)
+    # The schema mask comes first: a greedy row then takes the most likely of the allowed tokens. Its
+    # vocabulary table is cached per tokenizer object (seconds to build).
     processors = LogitsProcessorList([JsonSchemaRows(tokenizer, schemas, stop)] if schemas and any(
         s is not None for s in schemas) else [])
     if any(t > 0 for t in temperatures):
@@ -112,13 +133,13 @@ def complete(model, tokenizer, prompts: list[str], max_new_tokens: list[int],
         sampling = {"do_sample": True, "temperature": 1.0, "top_p": 1.0, "top_k": 0}
     else:
         sampling = {"do_sample": False}  # overrides generation_config's
-    out = model.generate(**enc, max_new_tokens=max(max_new_tokens), pad_token_id=tok.pad_token_id,
+    out = model.generate(**enc, max_new_tokens=max(max_new_tokens), pad_token_id=pad,
                          logits_processor=processors, **sampling)
     results = []
     for row, limit in zip(out[:, enc["input_ids"].shape[1]:].tolist(), max_new_tokens, strict=True):
         end = next((i for i, t in enumerate(row[:limit]) if t in stop), None)
-        ids = row[:limit] if end is None else row[:end]
-        results.append(Completion(tok.decode(ids, skip_special_tokens=True).strip(), len(ids) + (end is not None),
+        kept = row[:limit] if end is None else row[:end]
+        results.append(Completion(tokenizer.decode(kept, skip_special_tokens=True).strip(), len(kept) + (end is not None),
                                   end is not None))
     return results
 
@@ -176,12 +197,15 @@ class AnswerCache:
 
 
 def _batches(order: list[int], lengths: dict[int, int], batch_size: int) -> list[list[int]]:
-    """Consecutive runs of `order` (ascending length) of at most batch_size prompts and ANSWER_BATCH_TOKENS
-    padded tokens (rows x the longest, which is the last added); a prompt longer than that goes alone."""
+    """Consecutive runs of `order` of at most batch_size prompts and ANSWER_BATCH_TOKENS padded tokens
+    (rows x the longest: every row's key/value cache is that long); a prompt longer than that goes alone."""
     batches: list[list[int]] = []
+    longest = 0
     for i in order:
-        if not batches or len(batches[-1]) == batch_size or (len(batches[-1]) + 1) * lengths[i] > ANSWER_BATCH_TOKENS:
+        longest = max(longest, lengths[i])
+        if not batches or len(batches[-1]) == batch_size or (len(batches[-1]) + 1) * longest > ANSWER_BATCH_TOKENS:
             batches.append([])
+            longest = lengths[i]
         batches[-1].append(i)
     return batches
 
@@ -230,9 +254,11 @@ class Answerer:
         todo = [i for i in range(len(prompts)) if not cache or keys[i] not in cache.entries]
         for i in set(range(len(prompts))) - set(todo):
             answers[i] = cache.entries[keys[i]]
-        # Batching prompts of similar length wastes less compute on padding.
+        # Prompts with the same context in one batch share its computation (`complete`); among them,
+        # batching prompts of similar length wastes less compute on padding.
         lengths = {i: len(self.tokenizer(prompts[i], add_special_tokens=False).input_ids) for i in todo}
-        batches = _batches(sorted(todo, key=lengths.__getitem__), lengths, batch_size)
+        order = sorted(todo, key=lambda i: ("" if contexts is None else contexts[i], lengths[i]))
+        batches = _batches(order, lengths, batch_size)
         model, switch = self.model, nullcontext()
         if self.has_adapter and not use_adapter:
             if self.base is not None:

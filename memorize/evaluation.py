@@ -18,7 +18,7 @@ from pathlib import Path
 from memorize.answering import AnswerCache, Answerer
 from memorize.dataset import read_jsonl
 from memorize.filtering import seen_in_training
-from memorize.retrieval import ChunkIndex, format_chunks
+from memorize.retrieval import ChunkIndex
 from memorize.scoring import score
 from memorize.settings import EvalSettings
 
@@ -219,7 +219,7 @@ def evaluate(base_model: str, adapter_dir: str | None, data_dir: str | Path, out
     for system in ("base", "fine_tuned") if adapter_dir else ("base",):
         answer_records(answerer, open_book, system, None, judge, **gen)
         answer_records(answerer, general, system, None, judge, **short)
-    answer_records(answerer, open_book, "in_context", [format_chunks(c) for c in retrieved], judge, **gen)
+    answer_records(answerer, open_book, "in_context", [index.context(c) for c in retrieved], judge, **gen)
 
     with_source = [r for r in open_book if "chunk_id" in r]
     summary = {

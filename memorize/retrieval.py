@@ -24,6 +24,13 @@ class ChunkIndex:
         best = sorted(range(len(scores)), key=lambda i: -scores[i])[:k]
         return [self.chunks[i] for i in best]
 
+    def context(self, chunks: list[dict]) -> str:
+        """Retrieved chunks as the documents of an in-context prompt, in the order they stand in the
+        documents: questions that retrieve the same chunks then get the same prompt prefix, computed once
+        for all of them (answering.complete)."""
+        position = {id(c): i for i, c in enumerate(self.chunks)}
+        return format_chunks(sorted(chunks, key=lambda c: position[id(c)]))
+
 
 def format_chunks(chunks: list[dict]) -> str:
     """Chunks as tagged documents, with their file name and pages so the model can tell them apart.

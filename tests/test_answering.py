@@ -1,0 +1,43 @@
+"""Batched answering: a prefix the prompts share is computed once and changes no answer."""
+import pytest
+
+from memorize.answering import Answerer, _batches, _shared_prefix, complete
+from memorize.settings import ANSWER_BATCH_TOKENS
+
+
+def test_shared_prefix_leaves_every_row_a_token_of_its_own():
+    assert _shared_prefix([[1, 2, 3, 4], [1, 2, 5]]) == 2
+    assert _shared_prefix([[1, 2, 3], [1, 2, 3]]) == 2  # identical prompts: the last token is each row's own
+    assert _shared_prefix([[7], [7, 8]]) == 0
+    assert _shared_prefix([[1, 2, 3]]) == 2
+
+
+def test_batches_budget_the_longest_row_wherever_it_stands():
+    # Grouped by context, a long prompt can come before short ones: the budget still counts it.
+    lengths = {0: 2_000, 1: 100, 2: 100, 3: 100, 4: 100, 5: 100, 6: 100, 7: 100, 8: 100, 9: 100}
+    batches = _batches(list(lengths), lengths, batch_size=64)
+    assert all(len(b) * max(lengths[i] for i in b) <= ANSWER_BATCH_TOKENS for b in batches)
+    assert [i for b in batches for i in b] == list(lengths)
+
+
+@pytest.mark.slow
+def test_a_shared_context_is_computed_once_and_changes_no_answer(small_model):
+    answerer = Answerer.load(small_model)
+    context = ("The Kettle buoy is painted red and stands nearest the harbour mouth. The Lantern Regatta starts "
+               "forty minutes after sunset. Every boat carries a steady amber light. ") * 6
+    questions = ["What colour is the Kettle buoy?", "When does the regatta start?", "What light does a boat carry?"]
+    prompts = [answerer.prompt(q, context) for q in questions]
+    seen = []  # tokens every forward pass of the model reads
+    hook = answerer.model.register_forward_pre_hook(
+        lambda module, args, kwargs: seen.append(kwargs["input_ids"].numel()), with_kwargs=True)
+    try:
+        shared = complete(answerer.model, answerer.tokenizer, prompts, [24] * 3)
+        read_shared, seen[:] = sum(seen), []
+        apart = complete(answerer.model, answerer.tokenizer, prompts, [24] * 3, share_prefix=False)
+        read_apart = sum(seen)
+    finally:
+        hook.remove()
+    assert [c.text for c in shared] == [c.text for c in apart]
+    prefix = _shared_prefix([answerer.tokenizer(p, add_special_tokens=False).input_ids for p in prompts])
+    assert prefix > len(answerer.tokenizer(context).input_ids)  # the whole context and the instruction before it
+    assert read_apart - read_shared == 2 * prefix  # the prefix was read once instead of three times
