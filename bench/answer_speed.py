@@ -48,7 +48,8 @@ def main() -> None:
     ap.add_argument("--docs", nargs="+", default=DOCS, help="DOCUMENT:QUESTIONS.jsonl pairs")
     ap.add_argument("--top-k", type=int, default=EvalSettings().top_k)
     args = ap.parse_args()
-    answerer = answering.Answerer.load(str(ensure_default_model()))
+    model = ensure_default_model()
+    answerer = answering.Answerer.load(str(model))
     rows = []
     for pair in args.docs:
         doc, questions_file = pair.split(":")
@@ -59,7 +60,7 @@ def main() -> None:
         apart_s, apart = timed_answers(answerer, questions, contexts, False)
         rows.append((Path(doc).name, len(index.chunks), len(questions), len(set(contexts)), apart_s / 60,
                      shared_s / 60, apart_s / shared_s, sum(a == b for a, b in zip(shared, apart, strict=True))))
-    print(f"\nin-context answering, {Path(str(ensure_default_model())).name}, top-{args.top_k} chunks, "
+    print(f"\nin-context answering, {model.name}, top-{args.top_k} chunks, "
           f"{torch.get_num_threads()} threads")
     print("| document | chunks | questions | distinct contexts | minutes, prefix apart | minutes, prefix shared "
           "| speed-up | identical answers |")

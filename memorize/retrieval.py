@@ -16,6 +16,7 @@ class ChunkIndex:
         if not chunks:
             raise ValueError("no chunks to index")
         self.chunks = chunks
+        self._position = {id(c): i for i, c in enumerate(chunks)}  # document order, for context()
         self._bm25 = BM25Okapi([_tokens(c["text"]) for c in chunks])
 
     def top_k(self, question: str, k: int = 3) -> list[dict]:
@@ -28,8 +29,7 @@ class ChunkIndex:
         """Retrieved chunks as the documents of an in-context prompt, in the order they stand in the
         documents: questions that retrieve the same chunks then get the same prompt prefix, computed once
         for all of them (answering.complete)."""
-        position = {id(c): i for i, c in enumerate(self.chunks)}
-        return format_chunks(sorted(chunks, key=lambda c: position[id(c)]))
+        return format_chunks(sorted(chunks, key=lambda c: self._position[id(c)]))
 
 
 def format_chunks(chunks: list[dict]) -> str:
