@@ -63,14 +63,15 @@ def settings_from(args: argparse.Namespace, section: str):
     return model(**{name: getattr(args, _dest(f, name)) for name, f in model.model_fields.items()})
 
 
-def _add_paths(p: argparse.ArgumentParser, out_help: str, documents: bool = False) -> None:
+def _add_paths(p: argparse.ArgumentParser, out_help: str, documents: bool = False, cache: bool = True) -> None:
     if documents:
         p.add_argument("documents", nargs="+", metavar="DOC_OR_DIR",
                        help="PDF, text, Markdown, office (docx pptx xlsx), HTML or EPUB files, or folders of them")
         p.add_argument("--context", required=True,
                        help='one sentence saying what the documents are, e.g. "International touch rugby rules"')
     p.add_argument("--out", required=True, help=out_help)
-    p.add_argument("--cache-dir", default=DEFAULT_CACHE_DIR, help="where cached results live (default %(default)s)")
+    if cache:
+        p.add_argument("--cache-dir", default=DEFAULT_CACHE_DIR, help="where cached results live (default %(default)s)")
 
 
 def _add_base_model(p: argparse.ArgumentParser) -> None:
@@ -108,8 +109,7 @@ def cmd_eval(a: argparse.Namespace) -> int:
     from flows.evaluate_flow import evaluate_flow
 
     summary = evaluate_flow(data_dir=a.data_dir, out=a.out, adapter_dir=a.adapter, base_model=a.base_model,
-                            settings=settings_from(a, "evaluation"), chat_template=a.chat_template,
-                            cache_dir=a.cache_dir)
+                            settings=settings_from(a, "evaluation"), chat_template=a.chat_template)
     _print_summary(summary)
     return 0
 
@@ -302,7 +302,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--adapter", help="LoRA adapter folder, or the full/ folder of `train --full` (omit to evaluate "
                    "the base model only)")
     p.add_argument("--base-model", help="the adapter's base model (default: the embedded SmolLM2-135M-Instruct)")
-    _add_paths(p, "output folder (eval.json, eval.md, accuracy.png)")
+    # Its only cache, the base model's answers, lives with the model under $MEMORIZE_HOME (answering.answer_cache_file).
+    _add_paths(p, "output folder (eval.json, eval.md, accuracy.png)", cache=False)
     p.add_argument("--chat-template", help="the --chat-template the adapter was trained with (models without one)")
     add_settings(p, "evaluation")
     p.set_defaults(func=cmd_eval)

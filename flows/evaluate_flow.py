@@ -6,7 +6,7 @@ from pathlib import Path
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
-from memorize import DEFAULT_CACHE_DIR
+from memorize.answering import answer_cache_file
 from memorize.evaluation import SYSTEMS, forgetting_line, pct, seen_warning
 from memorize.local_model import resolve_model
 from memorize.settings import EvalSettings
@@ -37,14 +37,14 @@ def evaluate_flow(
     base_model: str | None = None,
     settings: EvalSettings = EvalSettings(),
     chat_template: str | None = None,
-    cache_dir: str = DEFAULT_CACHE_DIR,
     progress: bool = True,
 ) -> dict:
     """Answer the held-out generated questions and your question file with the base model, the
     fine-tuned adapter and the base model given the top-k retrieved chunks; write eval.json,
     eval.md and accuracy.png to OUT. chat_template: the one training used, for models without one."""
-    summary = evaluate_task(resolve_model(base_model), adapter_dir, data_dir, out, settings, progress,
-                            str(Path(cache_dir) / "answers" / "base.json"), chat_template)
+    base_model = resolve_model(base_model)
+    summary = evaluate_task(base_model, adapter_dir, data_dir, out, settings, progress,
+                            str(answer_cache_file(base_model)), chat_template)
     table = [{"system": s, "accuracy": pct(summary[s] and summary[s]["accuracy"]),
               "n": summary[s] and summary[s]["n"]} for s in SYSTEMS]
     create_table_artifact(key="evaluation-accuracy", table=table, description="closed-book accuracy")

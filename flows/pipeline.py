@@ -58,8 +58,7 @@ def memorize_pipeline(
                         cache_dir=cache_dir)
     trained = train_remotely(train_on_pool, train_params) if train_on_pool else finetune(**train_params)
     summary = evaluate_flow(data_dir=str(data_dir), out=str(eval_dir), adapter_dir=trained["adapter_dir"],
-                            base_model=base_model, settings=evaluation, chat_template=training.chat_template,
-                            cache_dir=cache_dir)
+                            base_model=base_model, settings=evaluation, chat_template=training.chat_template)
     logger = get_run_logger()
     for line in accuracy_lines(summary):
         logger.info(line)

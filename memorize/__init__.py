@@ -12,3 +12,18 @@ def content_key(kind: str, *parts) -> str:
 
     payload = json.dumps(parts, sort_keys=True, default=str, ensure_ascii=False)
     return f"{kind}-{hashlib.sha256(payload.encode()).hexdigest()}"
+
+
+def write_json(path, obj) -> None:
+    """Write JSON so that a reader never sees half a file: a temporary file of its own beside `path`,
+    then an atomic rename (two writers at once leave one whole file, never a mix)."""
+    import json
+    import os
+    import tempfile
+    from pathlib import Path
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile("w", encoding="utf-8", dir=path.parent, suffix=".tmp", delete=False) as f:
+        json.dump(obj, f, ensure_ascii=False)
+    os.replace(f.name, path)

@@ -12,6 +12,7 @@ import json
 import random
 from pathlib import Path
 
+from memorize import write_json
 from memorize.local_model import cache_home
 
 REPLAY_PROMPTS = Path(__file__).parent / "data" / "replay_prompts.jsonl"
@@ -61,10 +62,7 @@ def base_answers(base_model: str, prompts: list[str], chat_template: str | None 
                                   desc="replay: base answers")
         known.update(zip(todo, map(_whole_sentences, answers), strict=True))
         del answerer
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache.with_suffix(".tmp")
-        tmp.write_text(json.dumps(known, ensure_ascii=False), encoding="utf-8")
-        tmp.replace(cache)
+        write_json(cache, known)
     return {p: known[p] for p in prompts}
 
 

@@ -1,7 +1,8 @@
-"""Batched answering: a prefix the prompts share is computed once and changes no answer."""
+"""Batched answering: a prefix the prompts share is computed once and changes no answer; base answers are
+kept per model and reused."""
 import pytest
 
-from memorize.answering import Answerer, _batches, _shared_prefix, complete
+from memorize.answering import AnswerCache, Answerer, _batches, _shared_prefix, answer_cache_file, complete
 from memorize.settings import ANSWER_BATCH_TOKENS
 
 
@@ -41,3 +42,24 @@ def test_a_shared_context_is_computed_once_and_changes_no_answer(small_model):
     prefix = _shared_prefix([answerer.tokenizer(p, add_special_tokens=False).input_ids for p in prompts])
     assert prefix > len(answerer.tokenizer(context).input_ids)  # the whole context and the instruction before it
     assert read_apart - read_shared == 2 * prefix  # the prefix was read once instead of three times
+
+
+@pytest.mark.slow
+def test_base_answers_are_kept_with_the_model_and_reused_by_any_later_evaluation(small_model, tmp_path, monkeypatch):
+    monkeypatch.setenv("MEMORIZE_HOME", str(tmp_path))
+    answerer = Answerer.load(small_model)
+    generated = []
+    generate = answerer._generate
+    monkeypatch.setattr(answerer, "_generate", lambda model, prompts, n: generated.extend(prompts) or
+                        generate(model, prompts, n))
+    questions = ["What is the capital of France?", "How many legs does a spider have?"]
+    path = answer_cache_file(small_model)
+    assert path.parent == tmp_path / "answers"  # beside the models, not in a project's --cache-dir
+
+    def ask(qs, n=8):  # each call reads the file afresh, as a later evaluation of another project would
+        return answerer.answer(qs, max_new_tokens=n, progress=False, cache=AnswerCache(path, small_model))
+
+    first = ask(questions)
+    assert len(generated) == 2 and ask(questions) == first and len(generated) == 2
+    ask(questions[:1], n=4)  # another length is another answer
+    assert len(generated) == 3

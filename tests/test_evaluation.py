@@ -193,8 +193,10 @@ def test_evaluate_without_adapter_uses_the_judge(small_model, data_dir, tmp_path
 def test_chat_template_given_to_eval_reaches_the_answering_model(prefect_server, tmp_path, monkeypatch):
     """A model trained with --chat-template must be asked in that same format at evaluation."""
     import tasks.evaluate
+    from memorize.answering import answer_cache_file
     from flows.cli import main
 
+    monkeypatch.setenv("MEMORIZE_HOME", str(tmp_path / "home"))
     seen = {}
     monkeypatch.setattr(tasks.evaluate, "evaluate", lambda *a, **kw: seen.update(kw) or _empty_summary())
     monkeypatch.setattr("flows.evaluate_flow.create_markdown_artifact", lambda **kw: None)
@@ -203,6 +205,9 @@ def test_chat_template_given_to_eval_reaches_the_answering_model(prefect_server,
     assert main(["eval", str(tmp_path), "--base-model", "some/model", "--out", str(tmp_path / "eval"),
                  "--chat-template", "{{ messages }}"]) == 0
     assert seen["chat_template"] == "{{ messages }}"
+    # The base model's answers are kept with the model, for every project evaluated with it.
+    assert seen["answer_cache"] == str(answer_cache_file("some/model"))
+    assert seen["answer_cache"].startswith(str(tmp_path / "home" / "answers"))
 
 
 def _empty_summary():
