@@ -1,5 +1,6 @@
 """Benchmark: does the fine-tuned model know the document? One fictional charter (no model can know it),
-48 held-out hand-written questions (direct, paraphrased, reversed, multi-fact) and a set of
+94 held-out hand-written questions (direct, paraphrased, reversed, multi-fact; 48 until 2026-12-01's fourteenth
+session) and a set of
 configurations, each trained and asked the same questions closed-book.
 
     python bench/memorization.py [--configs strong-old strong ...] [--base-model ID] [--out DIR]
@@ -259,10 +260,13 @@ def table(rows: list[dict]) -> str:
             f"| {kinds} | {_pct(r['base_paraphrased_reversed'])} → **{_pct(r['fine_tuned_paraphrased_reversed'])}** "
             f"({_pct(r['in_context_paraphrased_reversed'])}) | {_general(g)} "
             f"| {r['data_minutes']:.1f} + {r['train_minutes']:.1f} + {r['eval_minutes']:.1f} |")
-    n = rows[0]
-    lines.append(f"\nn: {n['fine_tuned'][1]} held-out questions "
-                 f"({', '.join(f'{k} {v[1]}' for k, v in n['fine_tuned_kinds'].items())}); "
-                 f"paraphrased+reversed {n['fine_tuned_paraphrased_reversed'][1]}; general knowledge {n['general']['n']}.")
+    # Rows measured with different question sets (the set grew once) keep their own n.
+    sizes = {(r["fine_tuned"][1], r["general"]["n"]): r for r in rows}
+    for (held_out, general), r in sizes.items():
+        which = f" (rows with {held_out} held-out questions)" if len(sizes) > 1 else ""
+        lines.append(f"\nn{which}: {held_out} held-out questions "
+                     f"({', '.join(f'{k} {v[1]}' for k, v in r['fine_tuned_kinds'].items())}); "
+                     f"paraphrased+reversed {r['fine_tuned_paraphrased_reversed'][1]}; general knowledge {general}.")
     return "\n".join(lines)
 
 
