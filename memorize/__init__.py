@@ -25,5 +25,10 @@ def write_json(path, obj) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.NamedTemporaryFile("w", encoding="utf-8", dir=path.parent, suffix=".tmp", delete=False) as f:
-        json.dump(obj, f, ensure_ascii=False)
+        try:
+            json.dump(obj, f, ensure_ascii=False)
+        except BaseException:  # e.g. an object JSON cannot hold: leave no stray temporary file
+            f.close()
+            os.unlink(f.name)
+            raise
     os.replace(f.name, path)

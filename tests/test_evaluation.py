@@ -193,8 +193,8 @@ def test_evaluate_without_adapter_uses_the_judge(small_model, data_dir, tmp_path
 def test_chat_template_given_to_eval_reaches_the_answering_model(prefect_server, tmp_path, monkeypatch):
     """A model trained with --chat-template must be asked in that same format at evaluation."""
     import tasks.evaluate
-    from memorize.answering import answer_cache_file
     from flows.cli import main
+    from memorize.answering import answer_cache_file
 
     monkeypatch.setenv("MEMORIZE_HOME", str(tmp_path / "home"))
     seen = {}
