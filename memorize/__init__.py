@@ -15,20 +15,19 @@ def content_key(kind: str, *parts) -> str:
 
 
 def write_json(path, obj) -> None:
-    """Write JSON so that a reader never sees half a file: a temporary file of its own beside `path`,
-    then an atomic rename (two writers at once leave one whole file, never a mix)."""
+    """Write JSON so that a reader never sees half a file: a temporary file of this writer's own beside
+    `path` (opened normally, so the umask sets its permissions), then an atomic rename (two writers at once
+    leave one whole file, never a mix)."""
     import json
     import os
-    import tempfile
+    import uuid
     from pathlib import Path
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile("w", encoding="utf-8", dir=path.parent, suffix=".tmp", delete=False) as f:
-        try:
-            json.dump(obj, f, ensure_ascii=False)
-        except BaseException:  # e.g. an object JSON cannot hold: leave no stray temporary file
-            f.close()
-            os.unlink(f.name)
-            raise
-    os.replace(f.name, path)
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    try:
+        tmp.write_text(json.dumps(obj, ensure_ascii=False), encoding="utf-8")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)  # only left when writing failed (e.g. an object JSON cannot hold)
