@@ -195,12 +195,17 @@ class AnswerCache:
         write_json(self.path, self.entries)
 
 
+def model_cache_file(folder: str, model_id: str, *parts) -> Path:
+    """$MEMORIZE_HOME/FOLDER/<hash>.json: a cache of a base model's answers, named by the model's files and
+    whatever else (`parts`) the answers depend on, so every project using that model shares it."""
+    key = json.dumps([model_fingerprint(model_id), *parts])
+    return cache_home() / folder / f"{hashlib.sha256(key.encode()).hexdigest()[:24]}.json"
+
+
 def answer_cache_file(model_id: str) -> Path:
-    """Where evaluation keeps a base model's answers: one file per model under $MEMORIZE_HOME/answers, beside
-    the replay answers, so every project and output folder evaluated with that model reuses them (the 400
-    forgetting-check answers alone are ~2 minutes of a 135M model on 2 CPU cores)."""
-    name = hashlib.sha256(model_fingerprint(model_id).encode()).hexdigest()[:24]
-    return cache_home() / "answers" / f"{name}.json"
+    """Where evaluation keeps a base model's answers, beside the replay answers (the 400 forgetting-check
+    answers alone are ~2 minutes of a 135M model on 2 CPU cores)."""
+    return model_cache_file("answers", model_id)
 
 
 def _batches(order: list[int], lengths: dict[int, int], batch_size: int) -> list[list[int]]:

@@ -7,13 +7,11 @@ model and prompt list, greedy, and cached under $MEMORIZE_HOME/replay.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import random
 from pathlib import Path
 
 from memorize import write_json
-from memorize.local_model import cache_home
 
 REPLAY_PROMPTS = Path(__file__).parent / "data" / "replay_prompts.jsonl"
 MAX_NEW_TOKENS = 160
@@ -35,10 +33,9 @@ def read_prompts(path: str | Path = REPLAY_PROMPTS) -> list[str]:
 
 
 def _cache_file(base_model: str, chat_template: str | None) -> Path:
-    from memorize.answering import model_fingerprint
+    from memorize.answering import model_cache_file
 
-    key = json.dumps([model_fingerprint(base_model), chat_template, MAX_NEW_TOKENS])
-    return cache_home() / "replay" / f"{hashlib.sha256(key.encode()).hexdigest()[:24]}.json"
+    return model_cache_file("replay", base_model, chat_template, MAX_NEW_TOKENS)
 
 
 def _whole_sentences(answer: str) -> str:
