@@ -14,6 +14,29 @@ def content_key(kind: str, *parts) -> str:
     return f"{kind}-{hashlib.sha256(payload.encode()).hexdigest()}"
 
 
+def read_json_cache(path) -> dict:
+    """A cache of answers a local model can make again: {} when `path` is missing, and also when it cannot
+    be read (e.g. a disk that filled up mid-write), with a warning naming the file, so a damaged cache costs
+    its answers being generated again, never a failed run."""
+    import json
+    import logging
+    from pathlib import Path
+
+    path = Path(path)
+    if not path.exists():
+        return {}
+    try:
+        entries = json.loads(path.read_text(encoding="utf-8"))
+        if not isinstance(entries, dict):
+            raise ValueError(f"a JSON {type(entries).__name__}, not an object")
+        return entries
+    except (ValueError, UnicodeDecodeError) as exc:  # JSONDecodeError is a ValueError
+        logging.getLogger("memorize").warning(
+            "ignoring the unreadable cache %s (%s); its answers will be generated again and the file rewritten",
+            path, exc)
+        return {}
+
+
 def write_json(path, obj) -> None:
     """Write JSON so that a reader never sees half a file: a temporary file of this writer's own beside
     `path` (opened normally, so the umask sets its permissions), then an atomic rename (two writers at once

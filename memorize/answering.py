@@ -12,7 +12,7 @@ import torch
 from tqdm.auto import tqdm
 from transformers import DynamicCache, LogitsProcessor, LogitsProcessorList
 
-from memorize import write_json
+from memorize import read_json_cache, write_json
 from memorize.local_model import cache_home
 from memorize.models import load_model, load_tokenizer
 from memorize.settings import ANSWER_BATCH_SIZE, ANSWER_BATCH_TOKENS
@@ -186,7 +186,7 @@ class AnswerCache:
     def __init__(self, path: str | Path, model_id: str):
         self.path = Path(path)
         self.model = model_fingerprint(model_id)
-        self.entries: dict[str, str] = json.loads(self.path.read_text(encoding="utf-8")) if self.path.exists() else {}
+        self.entries: dict[str, str] = read_json_cache(self.path)
 
     def key(self, prompt: str, max_new_tokens: int) -> str:
         return hashlib.sha256(json.dumps([self.model, prompt, max_new_tokens]).encode()).hexdigest()

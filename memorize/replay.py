@@ -11,7 +11,7 @@ import json
 import random
 from pathlib import Path
 
-from memorize import write_json
+from memorize import read_json_cache, write_json
 
 REPLAY_PROMPTS = Path(__file__).parent / "data" / "replay_prompts.jsonl"
 MAX_NEW_TOKENS = 160
@@ -49,7 +49,7 @@ def base_answers(base_model: str, prompts: list[str], chat_template: str | None 
                  progress: bool = True) -> dict[str, str]:
     """{prompt: answer} from the base model; each answer is generated once per model and cached."""
     cache = _cache_file(base_model, chat_template)
-    known = json.loads(cache.read_text(encoding="utf-8")) if cache.exists() else {}
+    known = read_json_cache(cache)
     todo = sorted(set(prompts) - set(known))
     if todo:
         from memorize.answering import Answerer

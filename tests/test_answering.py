@@ -21,6 +21,19 @@ def test_batches_budget_the_longest_row_wherever_it_stands():
     assert [i for b in batches for i in b] == list(lengths)
 
 
+@pytest.mark.parametrize("damage", ['{"abc": "an answer", "de', "[1, 2]", "\udcff"])
+def test_a_damaged_answer_cache_is_named_and_started_afresh(tmp_path, caplog, damage):
+    path = tmp_path / "answers" / "base.json"
+    path.parent.mkdir()
+    path.write_bytes(damage.encode("utf-8", "surrogateescape"))  # cut mid-write, not an object, not UTF-8
+    cache = AnswerCache(path, "some/model")  # a Hub id: fingerprinted by name, nothing loaded
+    assert cache.entries == {}
+    assert str(path) in caplog.text and "generated again" in caplog.text
+    cache.entries[cache.key("What is 2 + 2?", 8)] = "4"
+    cache.save()
+    assert AnswerCache(path, "some/model").entries == cache.entries  # rewritten whole
+
+
 @pytest.mark.slow
 def test_a_shared_context_is_computed_once_and_changes_no_answer(small_model):
     answerer = Answerer.load(small_model)
