@@ -157,6 +157,16 @@ def _tokenized_split(tokenizer, path: Path, max_length: int, conversations: list
     return Dataset.from_list(kept)
 
 
+def _checkpointing_args(on: bool) -> dict:
+    """Recent Transformers (5.24 here) renamed gradient_checkpointing to activation_checkpointing (the old name warns,
+    gone in v6); older releases, which pyproject admits, know only the old name."""
+    from transformers import TrainingArguments
+
+    name = ("activation_checkpointing" if "activation_checkpointing" in TrainingArguments.__dataclass_fields__
+            else "gradient_checkpointing")
+    return {name: on, f"{name}_kwargs": {"use_reentrant": False}}
+
+
 def _dtype(config: TrainConfig) -> torch.dtype:
     if config.bf16 is None:
         return best_dtype()
@@ -275,8 +285,7 @@ def build_trainer(config: TrainConfig, progress: bool = True, callbacks: list | 
         max_length=config.max_length,
         neftune_noise_alpha=config.neftune_alpha,
         # trl turns checkpointing on by default; we make it a choice (it costs ~20-30% speed).
-        gradient_checkpointing=config.gradient_checkpointing,
-        gradient_checkpointing_kwargs={"use_reentrant": False},
+        **_checkpointing_args(config.gradient_checkpointing),
         bf16=dtype == torch.bfloat16,
         fp16=dtype == torch.float16,
         # Paged optimizer: absorbs memory spikes on long sequences; 32-bit states cost little for LoRA weights.
