@@ -16,7 +16,7 @@ def content_key(kind: str, *parts) -> str:
 
 def read_json_cache(path) -> dict:
     """A cache of answers a local model can make again: {} when `path` is missing, and also when it cannot
-    be read (e.g. a disk that filled up mid-write), with a warning naming the file, so a damaged cache costs
+    be read (edited by hand, cut short by a copy), with a warning naming the file, so a damaged cache costs
     its answers being generated again, never a failed run."""
     import json
     import logging
