@@ -4,8 +4,8 @@ session) and a set of
 configurations, each trained and asked the same questions closed-book.
 
     python bench/memorization.py [--configs strong-old strong ...] [--base-model ID] [--out DIR]
-    python bench/memorization.py --eval-only --configs strong+augment --train adapter_scale=0.9
-                                  # re-ask the questions of a model trained before (here rescaled to x0.9)
+    python bench/memorization.py --eval-only --configs strong+augment --train adapter_scale=1
+                                  # re-ask the questions of a model trained before (here rescaled to x1)
 
 Configurations (data -> training):
   strong-old          the hand-written reference set (a stand-in for a GPT-4-class teacher: 251 varied
