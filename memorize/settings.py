@@ -147,9 +147,9 @@ class TrainSettings(_Settings):
     replay_ratio: float = Field(0.2, ge=0, lt=1, description="share of training turns replaying the base model's "
                                 "own answers to general prompts, against forgetting (0: off)")
     # Scaling the update after training steps from the fine-tuned weights back toward the base, like
-    # WiSE-FT's weight interpolation. Charter benchmark, today's replay list, three seeds each, x0.9 / x0.8:
+    # WiSE-FT's weight interpolation. Charter benchmark, 512-prompt replay list, three seeds each, x0.9 / x0.8:
     # reference-set pairs 57 / 52 % of 73 paraphrased or reversed questions, general (n=400) -2.6 / -0.8;
-    # teacher-free pairs (what `memorize run` trains on offline) 29 / 26 %, -2.8 / -0.8 -- every run within 5.
+    # teacher-free pairs (what `memorize run` trains on offline) 29 / 26 %, -2.8 / -0.8; every run within 5 points.
     adapter_scale: float = Field(0.9, gt=0, le=2, description="keep this share of the trained update (the LoRA "
                                  "alpha; with --full, base + share x (tuned - base)): below 1 keeps less of what was "
                                  "learned and more of what the base knew")
