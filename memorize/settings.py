@@ -110,9 +110,6 @@ class TrainSettings(_Settings):
     # spelled out so the adapter config is explicit and works with vLLM's LoRA loader. The MLP alone
     # (gate/up/down) learned less and forgot less on the charter's strong set (2 seeds: paraphrased+reversed
     # 53 vs 57 %, general -1.8 vs -3.0 of 400), on the same trade-off line as the adapter scale.
-    lora_init: str = Field(
-        "gaussian", pattern="^(gaussian|corda-kpm)$", description="LoRA initialisation: gaussian (B=0, the update starts at nothing) or corda-kpm "
-        "(CorDA's knowledge-preserved mode: the adapter takes the weights' directions the replay rows use least)")
     target_modules: list[str] = Field(["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
                                       description="LoRA target modules")
     # Charter benchmark, general knowledge on 400 questions: full fine-tunes of the 135M model lost 5-10 points

@@ -309,10 +309,6 @@ def build_trainer(config: TrainConfig, progress: bool = True, callbacks: list | 
         target_modules=list(config.target_modules),
         task_type="CAUSAL_LM",
     )
-    if peft_config is not None and config.lora_init == "corda-kpm":
-        model = _corda_model(model, peft_config, train_set.select(range(len(train_rows), len(train_set))),
-                             Path(config.output_dir))
-        peft_config = None
     selector = None
     if config.select_epoch and config.max_steps <= 0:  # a run cut by max_steps has no epochs to choose from
         test_rows = _read_conversations(data_dir / "test.jsonl")
@@ -325,34 +321,6 @@ def build_trainer(config: TrainConfig, progress: bool = True, callbacks: list | 
         trainer.remove_callback(PrinterCallback)  # transformers prints every log line when tqdm is off
     trainer.row_counts = {"documents": len(train_rows), "replay": len(replay)}  # for metrics.json
     return trainer, tokenizer
-
-
-CORDA_INIT = "corda-init"  # the adapter as initialised, under output_dir: what saving converts against
-
-
-def _corda_model(model, peft_config, knowledge, out: Path):
-    """The PEFT model with CorDA's knowledge-preserved initialisation (Yang et al., 2024): each adapter starts as
-    the weight's r components that the `knowledge` rows' activations use least, and the base keeps the rest, so
-    training moves the directions general answers depend on least. The replay rows stand for that knowledge."""
-    from peft import get_peft_model
-    from peft.tuners.lora.config import CordaConfig
-    from peft.tuners.lora.corda import preprocess_corda
-
-    if len(knowledge) == 0:
-        raise TrainingInputError("lora_init=corda-kpm needs replay rows (replay_ratio > 0) to find what to preserve")
-
-    @torch.no_grad()
-    def run_model():
-        model.eval()
-        for row in knowledge:
-            model(input_ids=torch.tensor([row["input_ids"]], device=model.device))
-
-    peft_config.init_lora_weights = "corda"
-    peft_config.corda_config = CordaConfig(corda_method="kpm")
-    preprocess_corda(model, peft_config, run_model=run_model)
-    model = get_peft_model(model, peft_config)
-    model.save_pretrained(out / CORDA_INIT)
-    return model
 
 
 def _fit(config: TrainConfig, progress: bool):
@@ -393,12 +361,7 @@ def train(config: TrainConfig, progress: bool = True) -> TrainResult:
     shutil.rmtree(model_dir(out, not config.full), ignore_errors=True)
     if config.full and config.adapter_scale != 1:
         interpolate_toward_base(trainer.model, config.base_model, config.adapter_scale)
-    if config.lora_init == "corda-kpm" and not config.full:
-        # A plain LoRA of rank 2r holding trained minus initial adapter, so it applies to the original base.
-        trainer.model.save_pretrained(adapter_dir, path_initial_model_for_weight_conversion=str(out / CORDA_INIT))
-        shutil.rmtree(out / CORDA_INIT)
-    else:
-        trainer.model.save_pretrained(adapter_dir)
+    trainer.model.save_pretrained(adapter_dir)
     tokenizer.save_pretrained(adapter_dir)
     if not config.full and config.adapter_scale != 1:
         scale_adapter(adapter_dir, config.adapter_scale)
