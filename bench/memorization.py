@@ -201,7 +201,7 @@ def run(name: str, args, base_model: str, held_out: list[str], previous: dict[st
     resolved = resolve(config)  # the learning rate, as training decided it
     row["hyperparameters"] = {**{k: getattr(resolved, k) for k in ("full", "learning_rate", "epochs", "lora_r",
                                                                    "lora_alpha", "batch_size", "replay_ratio",
-                                                                   "select_epoch", "adapter_scale")},
+                                                                   "select_epoch", "adapter_scale", "seeds")},
                               "pairs_per_row": _pairs_per_row(name)}
     return {**row, **evaluate_row(args, base_model, data, out, result.adapter_dir)}
 

@@ -30,12 +30,19 @@ def require_shared_path(path: str | Path, what: str) -> Path:
 
 
 def _losses_markdown(summary: dict) -> str:
-    rows = "\n".join(f"| {e['epoch']} | {e['step']} | {e['loss']:.4f} |" for e in summary["eval_losses"])
+    def epoch(e: dict) -> str:  # a soup's points carry the seed of their run
+        return f"{e['epoch']}" + (f" (seed {e['seed']})" if "seed" in e else "")
+
+    rows = "\n".join(f"| {epoch(e)} | {e['step']} | {e['loss']:.4f} |" for e in summary["eval_losses"])
     train = summary["train_losses"]
     first, last = (train[0]["loss"], train[-1]["loss"]) if train else (float("nan"), float("nan"))
-    qa = "".join(f"\n| {e['epoch']} | {e['accuracy']:.0%} (n={e['n']}) |" for e in summary["qa_by_epoch"])
-    kept = (f"\n\nKept epoch {summary['selected_epoch']}, the best on held-out questions (closed-book):\n\n"
-            f"| epoch | accuracy |\n|---|---|{qa}" if summary["selected_epoch"] is not None else "")
+    qa = "".join(f"\n| {epoch(e)} | {e['accuracy']:.0%} (n={e['n']}) |" for e in summary["qa_by_epoch"])
+    seeds = sorted({e["seed"] for e in summary["qa_by_epoch"] if "seed" in e})
+    kept = (f"Kept epoch {summary['selected_epoch']}, the best on held-out questions (closed-book):"
+            if summary["selected_epoch"] is not None else
+            f"Averaged the runs of seeds {', '.join(map(str, seeds))}, each at its best epoch on held-out "
+            "questions (closed-book):" if seeds else "")
+    kept = f"\n\n{kept}\n\n| epoch | accuracy |\n|---|---|{qa}" if kept else ""
     return (f"# Training\n\nTrain loss {first:.4f} -> {last:.4f}; final eval loss {summary['final_eval_loss']:.4f}; "
             f"{summary['runtime_s']:.0f} s, {summary['tokens_per_s']:.0f} tokens/s.{kept}\n\n"
             f"| epoch | step | eval loss |\n|---|---|---|\n{rows}\n\nCurves: `{summary['loss_curve_path']}`\n")

@@ -352,25 +352,47 @@ def _history(log_history: list[dict]) -> dict:
 
 def train(config: TrainConfig, progress: bool = True) -> TrainResult:
     """Train a LoRA adapter (or every weight, --full); save it, metrics.json and loss_curve.png under
-    config.output_dir."""
+    config.output_dir. With `seeds` > 1, train that many times and save the average of the updates."""
     config = resolve(config)
-    trainer, tokenizer, history = _fit(config, progress)
     out = Path(config.output_dir)
     adapter_dir = model_dir(out, config.full)
     # `ask`/`serve` look for adapter/ before full/: an earlier run's other kind must not answer for this one.
     shutil.rmtree(model_dir(out, not config.full), ignore_errors=True)
+    runs, soup, trainer = [], [], None
+    for seed in range(config.seed, config.seed + config.seeds):
+        if trainer is not None:  # one model in memory at a time: keep only what the last run trained
+            soup.append(_trained_weights(trainer.model))
+            del trainer
+            _free_memory()
+        trainer, tokenizer, history = _fit(config.model_copy(update={"seed": seed}), progress)
+        runs.append({"seed": seed, **history})
+    if soup:
+        soup.append(_trained_weights(trainer.model))
+        history = _soup_history(runs)
+        if config.full:
+            _restore_weights(trainer.model, {k: torch.stack([w[k].float() for w in soup]).mean(0).to(v.dtype)
+                                             for k, v in soup[0].items()})
+            # The soup's own loss on the test split, unscaled like a single run's (its runs' are theirs).
+            history["soup_eval_loss"] = trainer.evaluate()["eval_loss"]
     if config.full and config.adapter_scale != 1:
         interpolate_toward_base(trainer.model, config.base_model, config.adapter_scale)
     trainer.model.save_pretrained(adapter_dir)
     tokenizer.save_pretrained(adapter_dir)
+    if soup and not config.full:
+        _save_lora_soup(adapter_dir, soup)
+        trainer.model.load_adapter(str(adapter_dir), adapter_name="soup")
+        trainer.model.set_adapter("soup")
+        history["soup_eval_loss"] = trainer.evaluate()["eval_loss"]
     if not config.full and config.adapter_scale != 1:
         scale_adapter(adapter_dir, config.adapter_scale)
     del trainer
     _free_memory()  # the merge below reloads the base model
 
     selected = history["selected_epoch"]
-    # The losses of what was saved: the selected epoch's when an earlier epoch won.
+    # The losses of what was saved: the selected epoch's when an earlier epoch won; a soup's own.
     saved = [e for e in history["eval_losses"] if selected is not None and round(e["epoch"]) == selected]
+    if soup:
+        saved = [{"loss": history["soup_eval_loss"]}]
     metrics = {
         "base_model": config.base_model,
         "data_dir": config.data_dir,
@@ -411,6 +433,44 @@ def train(config: TrainConfig, progress: bool = True) -> TrainResult:
     )
 
 
+def _soup_history(runs: list[dict]) -> dict:
+    """One history for several runs: their points tagged with the seed, their times and tokens added up."""
+    tagged = {key: [{**point, "seed": run["seed"]} for run in runs for point in run[key]]
+              for key in ("train_losses", "eval_losses", "qa_by_epoch")}
+    runtime = sum(run["runtime_s"] for run in runs)
+    tokens = sum(run["tokens_per_s"] * run["runtime_s"] for run in runs)
+    return {**tagged, "runtime_s": round(runtime, 2), "tokens_per_s": round(tokens / runtime, 1),
+            "steps": sum(run["steps"] for run in runs), "train_rows": runs[0]["train_rows"],
+            "mean_train_loss": sum(run["mean_train_loss"] for run in runs) / len(runs),
+            "selected_epoch": None,
+            "runs": [{k: run[k] for k in ("seed", "runtime_s", "steps", "tokens_per_s", "selected_epoch")}
+                     for run in runs]}
+
+
+def _save_lora_soup(adapter_dir: Path, soup: list[dict]) -> None:
+    """Overwrite the saved adapter with the average of the runs' LoRA updates, exactly: stacking the A matrices
+    (rows) and B matrices (columns) of N rank-r adapters gives one rank N*r adapter whose B @ A is the sum of
+    theirs, and the same alpha over N*r ranks divides that sum by N."""
+    from safetensors.torch import save_file
+
+    def combine(key: str) -> torch.Tensor:
+        parts = [w[key] for w in soup]
+        if ".lora_A." in key or key.endswith("lora_embedding_A"):
+            return torch.cat(parts, dim=0)
+        if ".lora_B." in key or key.endswith("lora_embedding_B"):
+            return torch.cat(parts, dim=1)
+        return torch.stack([p.float() for p in parts]).mean(0).to(parts[0].dtype)  # e.g. modules_to_save
+
+    save_file({k: combine(k).contiguous() for k in soup[0]}, Path(adapter_dir) / "adapter_model.safetensors",
+              metadata={"format": "pt"})
+    path = Path(adapter_dir) / "adapter_config.json"
+    cfg = json.loads(path.read_text())
+    n = len(soup)
+    cfg["r"] = cfg["r"] * n
+    cfg["rank_pattern"] = {k: v * n for k, v in (cfg.get("rank_pattern") or {}).items()}
+    path.write_text(json.dumps(cfg, indent=2))
+
+
 def scale_adapter(adapter_dir: Path, factor: float) -> None:
     """Multiply a saved LoRA adapter's update by `factor` through its alpha, which peft, vLLM and the merge
     read from adapter_config.json (scaling = alpha / r)."""
@@ -444,15 +504,23 @@ def _plot(path: Path, history: dict) -> None:
     matplotlib.use("Agg")  # no display on servers and workers
     import matplotlib.pyplot as plt
 
+    def by_seed(points: list[dict]) -> dict:  # a soup's runs as separate lines
+        runs = {}
+        for p in points:
+            runs.setdefault(p.get("seed"), []).append(p)
+        return {("" if seed is None else f", seed {seed}"): run for seed, run in runs.items()}
+
     fig, ax = plt.subplots(figsize=(7, 4))
     for key, label, style in (("train_losses", "train loss", "-"), ("eval_losses", "eval loss (test split)", "o-")):
-        ax.plot([p["epoch"] for p in history[key]], [p["loss"] for p in history[key]], style, label=label)
+        for seed, points in by_seed(history[key]).items():
+            ax.plot([p["epoch"] for p in points], [p["loss"] for p in points], style, label=label + seed)
     ax.set(xlabel="epoch", ylabel="loss")
     handles = ax.get_legend_handles_labels()
     if history["qa_by_epoch"]:
         qa = ax.twinx()
-        qa.plot([e["epoch"] for e in history["qa_by_epoch"]], [e["accuracy"] for e in history["qa_by_epoch"]], "s--",
-                color="tab:green", label=f"held-out QA accuracy (n={history['qa_by_epoch'][0]['n']})")
+        for seed, points in by_seed(history["qa_by_epoch"]).items():
+            qa.plot([e["epoch"] for e in points], [e["accuracy"] for e in points], "s--",
+                    label=f"held-out QA accuracy (n={points[0]['n']}){seed}")
         qa.set(ylabel="accuracy", ylim=(0, 1))
         if history["selected_epoch"] is not None:
             qa.axvline(history["selected_epoch"], color="gray", linestyle=":", label=f"kept: epoch {history['selected_epoch']}")
@@ -475,7 +543,7 @@ def model_card(config: TrainConfig, metrics: dict, eval_results: dict | None = N
     hp = metrics["hyperparameters"]
     keys = (*(() if config.full else ("lora_r", "lora_alpha", "lora_dropout", "target_modules", "qlora")),
             "full", "learning_rate", "epochs", "batch_size", "grad_accum", "lr_scheduler", "max_length",
-            "neftune_alpha", "replay_ratio", "adapter_scale", "seed")
+            "neftune_alpha", "replay_ratio", "adapter_scale", "seed", "seeds")
     what = "A full fine-tune of" if config.full else f"A {'QLoRA' if config.qlora else 'LoRA'} adapter for"
     lines = [
         *front,
@@ -498,6 +566,9 @@ def model_card(config: TrainConfig, metrics: dict, eval_results: dict | None = N
     if metrics["selected_epoch"] is not None:
         qa = {e["epoch"]: e for e in metrics["qa_by_epoch"]}[metrics["selected_epoch"]]
         lines.append(f"- kept epoch {metrics['selected_epoch']}: held-out QA accuracy {qa['accuracy']:.0%} (n={qa['n']})")
+    if "runs" in metrics:
+        lines.append("- the average of the updates of runs from seeds "
+                     + ", ".join(f"{r['seed']} (epoch {r['selected_epoch']})" for r in metrics["runs"]))
     if eval_results:
         lines += ["", "## Evaluation", "| metric | value |", "|---|---|", *(f"| {k} | {v} |" for k, v in eval_results.items())]
     usage = [f"model = AutoModelForCausalLM.from_pretrained({config.hub_repo or 'MODEL_DIR'!r})"] if config.full else [

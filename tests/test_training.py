@@ -178,6 +178,56 @@ def test_the_epoch_kept_is_the_one_that_answered_held_out_questions_best(base_mo
                for (q, a), text in zip(FACTS[2:], answers)) / 2 == best
 
 
+def test_a_lora_soup_is_exactly_the_average_of_its_runs_updates(tmp_path):
+    from peft import LoraConfig, PeftModel, get_peft_model, get_peft_model_state_dict
+
+    from memorize.training import _save_lora_soup
+
+    class Toy(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.proj = torch.nn.Linear(6, 5, bias=False)
+
+    torch.manual_seed(0)
+    model = get_peft_model(Toy(), LoraConfig(r=2, lora_alpha=4, target_modules=["proj"]))
+    runs = [{k: torch.randn_like(v) for k, v in get_peft_model_state_dict(model).items()} for _ in range(3)]
+    model.save_pretrained(tmp_path)
+    _save_lora_soup(tmp_path, runs)
+
+    def delta(weights):  # the update a LoRA adds to proj: alpha / r x B @ A
+        a, b = (next(v for k, v in weights.items() if f"lora_{m}" in k) for m in "AB")
+        return 4 / a.shape[0] * b @ a
+
+    soup = PeftModel.from_pretrained(Toy(), str(tmp_path))
+    assert soup.peft_config["default"].r == 6 and soup.peft_config["default"].lora_alpha == 4
+    assert torch.allclose(soup.base_model.model.proj.get_delta_weight("default"),
+                          torch.stack([delta(w) for w in runs]).mean(0), atol=1e-6)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("full", [False, True])
+def test_seeds_train_several_runs_and_save_their_average(base_model, tmp_path, full):
+    from memorize.models import load_model
+
+    data = write_dataset(tmp_path / "data", FACTS[:3], FACTS[3:])
+    config = TrainConfig(base_model=base_model, data_dir=str(data), output_dir=str(tmp_path / "run"), full=full,
+                         seeds=2, epochs=1, max_length=128, logging_steps=1, replay_ratio=0)
+    result = train(config, progress=False)
+    metrics = json.loads(result.metrics_path.read_text())
+    assert [r["seed"] for r in metrics["runs"]] == [42, 43] and all(r["selected_epoch"] == 1 for r in metrics["runs"])
+    assert {e["seed"] for e in result.qa_by_epoch} == {42, 43} and result.selected_epoch is None
+    assert metrics["steps"] == 6  # 3 rows, batch 1, one epoch, twice
+    # The final eval loss is the soup's own, not one of its runs'.
+    assert result.final_eval_loss == metrics["soup_eval_loss"]
+    assert result.final_eval_loss not in [e["loss"] for e in result.eval_losses]
+    if not full:
+        assert json.loads((result.adapter_dir / "adapter_config.json").read_text())["r"] == 32
+    tok = load_tokenizer(str(result.adapter_dir))
+    tuned = load_model(base_model, adapter=str(result.adapter_dir)) if not full else load_model(str(result.adapter_dir))
+    base = load_model(base_model)
+    assert answer_nll(tuned, tok, FACTS[:3]) < answer_nll(base, tok, FACTS[:3])
+
+
 def test_lora_unless_told_otherwise_each_kind_at_its_own_learning_rate():
     def decided(**settings):
         config = resolve(TrainConfig(base_model="any/model", data_dir="d", output_dir="o", **settings))
