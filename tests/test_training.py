@@ -332,3 +332,22 @@ def test_qlora_trains_on_gpu(base_model, tmp_path):
     base = AutoModelForCausalLM.from_pretrained(base_model, dtype=torch.bfloat16, device_map={"": 0})
     PeftModel.from_pretrained(base, str(result.adapter_dir))
     assert (result.merged_dir / "config.json").exists()
+
+
+def test_the_training_artifact_of_a_soup_names_its_runs():
+    from flows.finetune import _losses_markdown
+
+    def summary(selected, seeds):
+        tag = (lambda e, s: {**e, "seed": s}) if seeds else (lambda e, s: e)
+        runs = seeds or [None]
+        return {"train_losses": [tag({"step": 1, "epoch": 0.5, "loss": 2.0}, s) for s in runs],
+                "eval_losses": [tag({"step": 2, "epoch": 1, "loss": 1.5}, s) for s in runs],
+                "qa_by_epoch": [tag({"epoch": 1, "accuracy": 0.5, "n": 2}, s) for s in runs],
+                "selected_epoch": selected, "final_eval_loss": 1.4, "runtime_s": 10, "tokens_per_s": 50,
+                "loss_curve_path": "loss_curve.png"}
+
+    single = _losses_markdown(summary(1, []))
+    assert "Kept epoch 1" in single and "| 1 | 50% (n=2) |" in single
+    soup = _losses_markdown(summary(None, [42, 43]))
+    assert "Averaged the runs of seeds 42, 43" in soup and "| 1 (seed 43) | 50% (n=2) |" in soup
+    assert "| 1 (seed 42) | 2 | 1.5000 |" in soup
