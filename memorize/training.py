@@ -370,8 +370,7 @@ def train(config: TrainConfig, progress: bool = True) -> TrainResult:
         soup.append(_trained_weights(trainer.model))
         history = _soup_history(runs)
         if config.full:
-            _restore_weights(trainer.model, {k: torch.stack([w[k].float() for w in soup]).mean(0).to(v.dtype)
-                                             for k, v in soup[0].items()})
+            _restore_weights(trainer.model, {k: _mean([w[k] for w in soup]) for k in soup[0]})
             # The soup's own loss on the test split, unscaled like a single run's (its runs' are theirs).
             history["soup_eval_loss"] = trainer.evaluate()["eval_loss"]
     if config.full and config.adapter_scale != 1:
@@ -447,6 +446,11 @@ def _soup_history(runs: list[dict]) -> dict:
                      for run in runs]}
 
 
+def _mean(tensors: list[torch.Tensor]) -> torch.Tensor:
+    """The element-wise mean, computed in fp32 (bf16 sums lose digits) and returned in the tensors' dtype."""
+    return torch.stack([t.float() for t in tensors]).mean(0).to(tensors[0].dtype)
+
+
 def _save_lora_soup(adapter_dir: Path, soup: list[dict]) -> None:
     """Overwrite the saved adapter with the average of the runs' LoRA updates, exactly: stacking the A matrices
     (rows) and B matrices (columns) of N rank-r adapters gives one rank N*r adapter whose B @ A is the sum of
@@ -459,7 +463,7 @@ def _save_lora_soup(adapter_dir: Path, soup: list[dict]) -> None:
             return torch.cat(parts, dim=0)
         if ".lora_B." in key or key.endswith("lora_embedding_B"):
             return torch.cat(parts, dim=1)
-        return torch.stack([p.float() for p in parts]).mean(0).to(parts[0].dtype)  # e.g. modules_to_save
+        return _mean(parts)  # e.g. modules_to_save
 
     save_file({k: combine(k).contiguous() for k in soup[0]}, Path(adapter_dir) / "adapter_model.safetensors",
               metadata={"format": "pt"})
@@ -568,7 +572,8 @@ def model_card(config: TrainConfig, metrics: dict, eval_results: dict | None = N
         lines.append(f"- kept epoch {metrics['selected_epoch']}: held-out QA accuracy {qa['accuracy']:.0%} (n={qa['n']})")
     if "runs" in metrics:
         lines.append("- the average of the updates of runs from seeds "
-                     + ", ".join(f"{r['seed']} (epoch {r['selected_epoch']})" for r in metrics["runs"]))
+                     + ", ".join(f"{r['seed']}" + ("" if r["selected_epoch"] is None else f" (epoch {r['selected_epoch']})")
+                                 for r in metrics["runs"]))
     if eval_results:
         lines += ["", "## Evaluation", "| metric | value |", "|---|---|", *(f"| {k} | {v} |" for k, v in eval_results.items())]
     usage = [f"model = AutoModelForCausalLM.from_pretrained({config.hub_repo or 'MODEL_DIR'!r})"] if config.full else [

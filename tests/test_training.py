@@ -10,7 +10,7 @@ from memorize.answering import Answerer
 from memorize.scoring import score
 from memorize.settings import ANSWER_MAX_NEW_TOKENS, FULL_LEARNING_RATE, LORA_LEARNING_RATE, TrainSettings
 from memorize.training import (
-    IGNORE_INDEX, TrainConfig, TrainingInputError, interpolate_toward_base, resolve,
+    IGNORE_INDEX, TrainConfig, TrainingInputError, interpolate_toward_base, model_card, resolve,
     scale_adapter, tokenize_conversation, train,
 )
 
@@ -217,6 +217,7 @@ def test_seeds_train_several_runs_and_save_their_average(base_model, tmp_path, f
     assert [r["seed"] for r in metrics["runs"]] == [42, 43] and all(r["selected_epoch"] == 1 for r in metrics["runs"])
     assert {e["seed"] for e in result.qa_by_epoch} == {42, 43} and result.selected_epoch is None
     assert metrics["steps"] == 6  # 3 rows, batch 1, one epoch, twice
+    assert "runs from seeds 42 (epoch 1), 43 (epoch 1)" in model_card(config, metrics)
     # The final eval loss is the soup's own, not one of its runs'.
     assert result.final_eval_loss == metrics["soup_eval_loss"]
     assert result.final_eval_loss not in [e["loss"] for e in result.eval_losses]
