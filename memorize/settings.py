@@ -134,8 +134,9 @@ class TrainSettings(_Settings):
     merge: bool = Field(False, description="also save the adapter merged into a full model")
     seed: int = Field(42, description="training seed", json_schema_extra=flag("train_seed"))
     # A model soup (Wortsman et al., 2022). Charter, x0.9, 73 paraphrased or reversed questions, general n=400:
-    # strong pairs, 2 seeds averaged 60 % at -0.25 (alone 53 / 56 % at -4.5 / -0.75); teacher-free rows, 3 seeds
-    # 33 % at -1.75 (alone 27 / 29 / 30 % at 0 / -4.3 / -4.3). Default 1: each seed is a whole training run.
+    # strong pairs, 3 seeds averaged 63 % at +1.0 (pairs 58-60 % at +1.0..-0.25; alone 53-58 % at -4.5..-0.75);
+    # teacher-free rows, 3 seeds 33 % at -1.75 (alone 27 / 29 / 30 % at 0 / -4.3 / -4.3). Averaging one run's
+    # epoch checkpoints gave nothing. Default 1: each seed is a whole training run.
     seeds: int = Field(1, ge=1, description="train this many times, from --train-seed, +1, ..., and keep the "
                        "average of the updates (a model soup: remembered more and forgot less on the charter; "
                        "N times the training time)")
