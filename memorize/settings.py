@@ -136,10 +136,12 @@ class TrainSettings(_Settings):
     # A model soup (Wortsman et al., 2022). Charter, x0.9, 73 paraphrased or reversed questions, general n=400:
     # strong pairs, 3 seeds averaged 63 % at +1.0 (pairs 58-60 % at +1.0..-0.25; alone 53-58 % at -4.5..-0.75);
     # teacher-free rows, 3 seeds 33 % at -1.75 (alone 27 / 29 / 30 % at 0 / -4.3 / -4.3). Averaging one run's
-    # epoch checkpoints gave nothing. Default 1: each seed is a whole training run.
+    # epoch checkpoints gave nothing. Default 1: each seed is a whole training run (side by side on a CPU:
+    # 2 seeds cost 1.3x one run on 2 cores, 3 seeds 2.3x).
     seeds: int = Field(1, ge=1, description="train this many times, from --train-seed, +1, ..., and keep the "
                        "average of the updates (a model soup: remembered more and forgot less on the charter; "
-                       "N times the training time)")
+                       "on a CPU the runs train side by side, 2 in 1.3x one run's time on 2 cores; on a GPU "
+                       "one after another)")
     eval_steps: int | None = Field(None, ge=1, description="steps between validation losses (none: each epoch)")
     select_epoch: bool = Field(True, description="keep the epoch whose adapter answers the test split's questions "
                                "best, closed-book (ignored with max_steps)")

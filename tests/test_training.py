@@ -205,16 +205,22 @@ def test_a_lora_soup_is_exactly_the_average_of_its_runs_updates(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("full", [False, True])
-def test_seeds_train_several_runs_and_save_their_average(base_model, tmp_path, full):
+@pytest.mark.parametrize("full, cores", [(False, 1), (True, 1), (False, 2)])
+def test_seeds_train_several_runs_and_save_their_average(base_model, tmp_path, full, cores):
+    """One core: the runs one after another, as on a GPU; two: side by side, a process and a thread each."""
     from memorize.models import load_model
 
     data = write_dataset(tmp_path / "data", FACTS[:3], FACTS[3:])
     config = TrainConfig(base_model=base_model, data_dir=str(data), output_dir=str(tmp_path / "run"), full=full,
                          seeds=2, epochs=1, max_length=128, logging_steps=1, replay_ratio=0)
-    result = train(config, progress=False)
+    torch.set_num_threads(cores)
+    try:
+        result = train(config, progress=False)
+    finally:
+        torch.set_num_threads(1)  # conftest's setting for in-process model code
     metrics = json.loads(result.metrics_path.read_text())
     assert [r["seed"] for r in metrics["runs"]] == [42, 43] and all(r["selected_epoch"] == 1 for r in metrics["runs"])
+    assert [r["threads"] for r in metrics["runs"]] == [1, 1]
     assert {e["seed"] for e in result.qa_by_epoch} == {42, 43} and result.selected_epoch is None
     assert metrics["steps"] == 6  # 3 rows, batch 1, one epoch, twice
     assert "runs from seeds 42 (epoch 1), 43 (epoch 1)" in model_card(config, metrics)
