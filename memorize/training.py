@@ -238,16 +238,9 @@ class EpochSelector(TrainerCallback):
         return None if self.best is None else self.best[2]
 
 
-def build_trainer(config: TrainConfig, progress: bool = True, callbacks: list | None = None):
-    """Check inputs, load the model and data, and return (SFTTrainer with the LoRA or full model, tokenizer).
-
-    Public so that the GPU benchmark measures exactly this set-up.
-    """
-    from peft import LoraConfig, prepare_model_for_kbit_training
-    from transformers import PrinterCallback
-    from trl import SFTConfig, SFTTrainer
-
-    # Cheap checks first, so a bad request fails in seconds rather than after loading a model.
+def check_inputs(config: TrainConfig):
+    """The cheap checks, so that a bad request fails in seconds rather than after loading a model or
+    generating replay answers; returns (the resolved config, the tokenizer, the training conversations)."""
     quantization_config(config.qlora)  # raises ModelLoadError for QLoRA without CUDA
     if config.hub_repo:
         from memorize.hub import hub_token
@@ -260,8 +253,20 @@ def build_trainer(config: TrainConfig, progress: bool = True, callbacks: list | 
         raise TrainingInputError(
             f"max_length={config.max_length} exceeds the context length of {config.base_model} ({limit})"
         )
+    return config, tokenizer, _read_conversations(Path(config.data_dir) / "train.jsonl")
+
+
+def build_trainer(config: TrainConfig, progress: bool = True, callbacks: list | None = None):
+    """Check inputs, load the model and data, and return (SFTTrainer with the LoRA or full model, tokenizer).
+
+    Public so that the GPU benchmark measures exactly this set-up.
+    """
+    from peft import LoraConfig, prepare_model_for_kbit_training
+    from transformers import PrinterCallback
+    from trl import SFTConfig, SFTTrainer
+
+    config, tokenizer, train_rows = check_inputs(config)
     data_dir = Path(config.data_dir)
-    train_rows = _read_conversations(data_dir / "train.jsonl")
     replay = []
     if config.replay_ratio:
         from memorize.replay import replay_conversations
@@ -454,10 +459,10 @@ def train_seeds(config: TrainConfig, progress: bool) -> tuple[list[dict], list[d
     if torch.cuda.is_available() or cores < 2:
         results = [train_seed(c, progress) for c in configs]
         return [w for w, _ in results], [h for _, h in results], time.perf_counter() - start
+    _, _, train_rows = check_inputs(config)  # before the replay answers below, not in every worker
     if config.replay_ratio:  # generate each seed's replay answers here, once, rather than in every worker
         from memorize.replay import replay_conversations
 
-        train_rows = _read_conversations(Path(config.data_dir) / "train.jsonl")
         for c in configs:
             replay_conversations(c.base_model, train_rows, c.replay_ratio, c.seed, c.replay_prompts,
                                  c.chat_template, progress)

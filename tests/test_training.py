@@ -316,6 +316,20 @@ def test_bad_dataset_is_a_clear_error(base_model, tmp_path, broken, message):
 
 
 @pytest.mark.slow
+def test_a_soup_on_a_cpu_checks_its_inputs_before_starting_workers(base_model, tmp_path, monkeypatch):
+    from memorize import replay, training
+
+    data = write_dataset(tmp_path, FACTS[:2], FACTS[2:])
+    (data / "train.jsonl").write_text("")
+    monkeypatch.setattr(training, "ProcessPoolExecutor", lambda *a, **k: pytest.fail("workers started"))
+    monkeypatch.setattr(replay, "replay_conversations", lambda *a, **k: pytest.fail("replay generated"))
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 2)  # as on a 2-core machine
+    config = TrainConfig(base_model=base_model, data_dir=str(data), output_dir=str(tmp_path / "run"), seeds=2)
+    with pytest.raises(TrainingInputError, match="train.jsonl is empty"):
+        train(config, progress=False)
+
+
+@pytest.mark.slow
 def test_max_length_beyond_context_is_a_clear_error(base_model, tmp_path):
     data = write_dataset(tmp_path, FACTS[:2], FACTS[2:])
     config = TrainConfig(base_model=base_model, data_dir=str(data), output_dir=str(tmp_path / "run"),
