@@ -50,7 +50,7 @@ def main() -> None:
         config = training.resolve(training.TrainConfig(
             base_model=str(ensure_default_model()), data_dir=str(data), output_dir=str(Path(tmp) / "run"),
             seeds=args.seeds, epochs=args.epochs))
-        configs = [config.model_copy(update={"seed": config.seed + i}) for i in range(args.seeds)]
+        configs = training.seed_configs(config)
         rows = [r["messages"] for r in read_jsonl(data / "train.jsonl")]
         for c in configs:  # generated once, outside both timings
             replay_conversations(c.base_model, rows, c.replay_ratio, c.seed, progress=False)

@@ -448,19 +448,29 @@ def train_seed(config: TrainConfig, progress: bool, threads: int | None = None) 
     return weights, {"seed": config.seed, "threads": torch.get_num_threads(), **history}
 
 
+def seed_configs(config: TrainConfig) -> list[TrainConfig]:
+    """The configurations of a soup's runs: seeds config.seed, +1, ..."""
+    return [config.model_copy(update={"seed": seed}) for seed in range(config.seed, config.seed + config.seeds)]
+
+
 def train_seeds(config: TrainConfig, progress: bool) -> tuple[list[dict], list[dict], float]:
     """The runs of a soup, one per seed. On a GPU one after another. On a CPU all at once, each in its own
     process on its share of the cores: a LoRA step of a small model keeps two cores only partly busy, so on 2
     cores two one-thread runs side by side finish 1.55x sooner than one after another, with the same weights
     (bench/seeds_speed.py). Returns the weights and histories of the runs, and the seconds they took together."""
     start = time.perf_counter()
-    configs = [config.model_copy(update={"seed": seed}) for seed in range(config.seed, config.seed + config.seeds)]
+    configs = seed_configs(config)
     cores = torch.get_num_threads()  # torch's intra-op threads: the physical cores, unless OMP_NUM_THREADS says
     if torch.cuda.is_available() or cores < 2:
         results = [train_seed(c, progress) for c in configs]
-        return [w for w, _ in results], [h for _, h in results], time.perf_counter() - start
-    _, _, train_rows = check_inputs(config)  # before the replay answers below, not in every worker
-    if config.replay_ratio:  # generate each seed's replay answers here, once, rather than in every worker
+    else:
+        results = _train_side_by_side(configs, cores, progress)
+    return [w for w, _ in results], [h for _, h in results], time.perf_counter() - start
+
+
+def _train_side_by_side(configs: list[TrainConfig], cores: int, progress: bool) -> list[tuple[dict, dict]]:
+    _, _, train_rows = check_inputs(configs[0])  # before the replay answers below, not in every worker
+    if configs[0].replay_ratio:  # generate each seed's replay answers here, once, rather than in every worker
         from memorize.replay import replay_conversations
 
         for c in configs:
@@ -469,17 +479,16 @@ def train_seeds(config: TrainConfig, progress: bool) -> tuple[list[dict], list[d
     threads = max(1, cores // len(configs))
     if progress:
         print(f"training {len(configs)} seeds side by side ({threads} thread(s) each); "
-              f"showing the progress of seed {config.seed}", flush=True)
+              f"showing the progress of seed {configs[0].seed}", flush=True)
     context = multiprocessing.get_context("spawn")  # a forked torch with live threads can deadlock
     with ProcessPoolExecutor(len(configs), mp_context=context) as pool:
         futures = [pool.submit(train_seed, c, progress and i == 0, threads) for i, c in enumerate(configs)]
         try:
-            results = [f.result() for f in futures]
+            return [f.result() for f in futures]
         except BrokenProcessPool as exc:
             raise RuntimeError(
                 f"a worker training one of {len(configs)} seeds died (out of memory?); "
                 "train fewer seeds at once (--seeds) or on a machine with more memory") from exc
-    return [w for w, _ in results], [h for _, h in results], time.perf_counter() - start
 
 
 def _soup_history(runs: list[dict], runtime: float) -> dict:
