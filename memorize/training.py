@@ -482,13 +482,21 @@ def _train_side_by_side(configs: list[TrainConfig], cores: int, progress: bool) 
               f"showing the progress of seed {configs[0].seed}", flush=True)
     context = multiprocessing.get_context("spawn")  # a forked torch with live threads can deadlock
     with ProcessPoolExecutor(len(configs), mp_context=context) as pool:
-        futures = [pool.submit(train_seed, c, progress and i == 0, threads) for i, c in enumerate(configs)]
+        futures = [pool.submit(_train_seed_in_worker, c, progress and i == 0, threads) for i, c in enumerate(configs)]
         try:
             return [f.result() for f in futures]
         except BrokenProcessPool as exc:
             raise RuntimeError(
                 f"a worker training one of {len(configs)} seeds died (out of memory?); "
                 "train fewer seeds at once (--seeds) or on a machine with more memory") from exc
+
+
+def _train_seed_in_worker(config: TrainConfig, progress: bool, threads: int) -> tuple[dict, dict]:
+    if not progress:  # the first run's bars stand for all; the others' "Loading weights" bars only interleave
+        from transformers.utils.logging import disable_progress_bar
+
+        disable_progress_bar()
+    return train_seed(config, progress, threads)
 
 
 def _soup_history(runs: list[dict], runtime: float) -> dict:
