@@ -438,7 +438,8 @@ def train(config: TrainConfig, progress: bool = True) -> TrainResult:
 
 
 def train_seed(config: TrainConfig, progress: bool, threads: int | None = None) -> tuple[dict, dict]:
-    """One seed's run: (the weights it trained, on the CPU; its history). A worker process's entry point."""
+    """One seed's run: (the weights it trained, on the CPU; its history). On a CPU soup it runs in a worker
+    process (`_train_seed_in_worker`)."""
     if threads:
         torch.set_num_threads(threads)
     trainer, _, history = _fit(config, progress)
