@@ -11,10 +11,15 @@ reversal curse: entity-first questions with names intact). Kinds:
   quotation), asked in place ("... keeps how many hives ...?") and, for "X is Y" sentences, as a
   plain question ("Who is the present Treasurer?");
 - `reverse`: a name in the sentence asks for the sentence ("Who or what is Ewan Tallowby?");
-- `cloze`: the sentence with its span blanked out.
+- `cloze`: the sentence with its span blanked out;
+- `clause`: a numbered clause ("5.2 ...") asked for by its number ("What does rule 5.2 of ... say?");
+- `list`: a list with its lead-in ("What does ... list under ...?"), and each "term: description" item;
+- `steps`: numbered steps in order ("What is the first step of ...?", "What comes after step 3 ...?");
+- `table`: one fact per cell with its row and column headers, each row whole, and a unique value asked back.
 
 Answers are the document's own sentences: exact, and self-contained once the question names the
-document (the `context`).
+document (the `context`). Clause numbers, list markers and step numbers are structure: they are taken off
+the text before any pair is made, so no answer starts with one and no span question asks for one.
 """
 from __future__ import annotations
 
@@ -23,8 +28,8 @@ import random
 import re
 from dataclasses import dataclass
 
-KINDS = ("passage", "span", "reverse", "cloze")
-AUGMENT_VERSION = 2  # part of the cache key: changing the rules rebuilds the pairs
+KINDS = ("passage", "span", "reverse", "cloze", "clause", "list", "steps", "table")
+AUGMENT_VERSION = 3  # part of the cache key: changing the rules rebuilds the pairs
 
 _NUM_WORDS = ("zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen "
               "sixteen seventeen eighteen nineteen twenty thirty forty fifty sixty seventy eighty ninety "
@@ -37,8 +42,11 @@ _COLOURS = "red orange yellow green blue purple violet white black grey gray bro
 _NUM = rf"(?:\d[\d,]*(?:\.\d+)?|(?:{'|'.join(_NUM_WORDS)})(?:[- ](?:and[- ])?(?:{'|'.join(_NUM_WORDS)}))*)(?![\w-])"
 _MONTH = rf"(?:{'|'.join(_MONTHS)})"
 _ORD = rf"(?:\d{{1,2}}(?:st|nd|rd|th)?|{'|'.join(_ORDINALS)})"
-# Ordered by priority: a date beats the number inside it, a quotation beats the names inside it.
+# Ordered by priority: a date beats the number inside it, a quotation beats the names inside it. A reference
+# to a clause or step ("as set out in rule 4.2") is structure: found first, so that no span is taken from it.
 _PATTERNS = [
+    ("ref", re.compile(r"\b(?:rules?|clauses?|sections?|articles?|parts?|steps?|paragraphs?|items?|§) ?\d+(?:\.\d+)*(?:\([a-z]\))?",
+                       re.IGNORECASE)),
     ("quote", re.compile(r"[\"“]([^\"”]{3,80})[\"”]")),
     ("date", re.compile(rf"\b(?:the )?{_ORD} (?:of )?{_MONTH}(?:,? \d{{4}})?\b|\b{_MONTH} {_ORD}(?:,? \d{{4}})?\b"
                         rf"|\bthe {_ORD} (?:{'|'.join(_DAYS)}|day|night|full moon|week) of {_MONTH}\b")),
@@ -127,7 +135,7 @@ def find_spans(sentence: str, context: str = "") -> list[Span]:
     for s in found:  # earlier patterns win; names come last
         if not any(s.start < k.end and k.start < s.end for k in kept):
             kept.append(s)
-    return sorted(kept, key=lambda s: s.start)
+    return sorted((s for s in kept if s.kind != "ref"), key=lambda s: s.start)
 
 
 def _wh(span: Span, person: bool) -> str:
@@ -233,23 +241,97 @@ class _Writer:
         return pairs
 
 
-def _paragraphs(chunk_text: str, heading: str | None) -> tuple[list[tuple[str | None, list[str]]], str | None]:
-    """[(section title, [lines])] of a chunk; the title carries over from earlier chunks."""
-    out: list[tuple[str | None, list[str]]] = []
-    for raw in chunk_text.splitlines():
-        line = raw.strip()
-        if not line:
-            continue
-        m = re.match(r"^#{1,6}\s+(.*)", line)
-        if m:
-            heading = _clean(m.group(1))
-            continue
-        line = _clean(line)
-        if out and out[-1][0] == heading and raw.lstrip()[:1] in "-*+•" and out[-1][1]:
-            out[-1][1].append(line)  # list items stay with their paragraph
-        else:
-            out.append((heading, [line]))
-    return out, heading
+class _Block:
+    """A run of lines of one shape: a prose line, a numbered clause, a list, numbered steps or a table."""
+
+    def __init__(self, shape: str, heading: str | None, lead: str | None = None, label: str | None = None):
+        self.shape, self.heading, self.lead, self.label = shape, heading, lead, label
+        self.items: list[str] = []  # prose: the line; clause: its text; list/steps: the items; table: unused
+        self.numbers: list[int] = []  # steps: their numbers
+        self.header: list[str] = []  # table: column headers
+        self.rows: list[list[str]] = []  # table: cells
+        self.closed = False  # steps: followed by another line of the same chunk (the last step is known)
+        self.parent: _Block | None = None  # list: the clause that leads into it
+
+
+# Structure, not content: clause numbers, list markers and step numbers say where a fact stands. Kept in
+# an answer, a clause number is learned as part of the fact and later takes the place of a real figure.
+_CLAUSE = re.compile(r"^(?:(?:rule|clause|section|article|§)\s*)?(?P<num>\d{1,3}(?:\.\d{1,3})+)\.?\s+(?=[A-Z(\"“'])"
+                     r"|^(?:rule|clause|section|article|§)\s*(?P<single>\d{1,3})[.:]?\s+(?=[A-Z(\"“'])", re.IGNORECASE)
+_ORDERED = re.compile(r"^(?P<num>\d{1,2})[.)]\s+(?=\S)")
+_BULLET = re.compile(r"^(?:[-*+•]|\(?(?:[a-h]|i{1,3}|iv|v|vi{1,3})\))\s+(?=\S)")
+_HEADING = re.compile(r"^#{1,6}\s+(.*)")
+_HEADING_NUMBER = re.compile(r"^(?:(?:part|chapter|section|schedule)\s+)?(?:\d+(?:\.\d+)*|[IVX]+)[.:)]?\s*[—–-]?\s+(?=\w)",
+                             re.IGNORECASE)
+_TABLE_SEPARATOR = re.compile(r"^\|?[\s:|-]*-{3,}[\s:|-]*\|?$")
+_EMPTY_CELL = re.compile(r"^(?:|-+|—|–|nan|none|unnamed: \d+)$", re.IGNORECASE)
+_TERM = re.compile(r"^(?P<term>[^:.;]{2,60}?)(?::| — | – | - )\s*(?P<desc>\S.*)$")
+
+
+def _cells(line: str) -> list[str]:
+    return [_clean(c) for c in line.strip().strip("|").split("|")]
+
+
+class _Reader:
+    """Splits a source's chunks into blocks. What is open at a chunk's end (the heading, a table's header)
+    carries over to the source's next chunk."""
+
+    def __init__(self):
+        self.heading: str | None = None
+        self.header: list[str] | None = None
+
+    def blocks(self, text: str) -> list[_Block]:
+        out: list[_Block] = []
+        for line in (raw.strip() for raw in text.splitlines()):
+            if not line:
+                continue
+            last = out[-1] if out else None
+            if last is not None and last.shape == "steps":
+                last.closed = not _ORDERED.match(line)
+            if m := _HEADING.match(line):
+                self.heading, self.header = _HEADING_NUMBER.sub("", _clean(m.group(1))) or None, None
+            elif line.startswith("|") and line.count("|") >= 2:
+                if _TABLE_SEPARATOR.match(line):
+                    continue
+                cells = _cells(line)
+                if last is not None and last.shape == "table":
+                    if cells != last.header:  # a header repeated by the chunk overlap
+                        last.rows.append(cells)
+                else:  # a new table, or the rest of one the previous chunk began (its header carried over)
+                    block = _Block("table", self.heading)
+                    if self.header and len(cells) == len(self.header) and not out:
+                        block.header = self.header
+                        if cells != self.header:
+                            block.rows.append(cells)
+                    else:
+                        block.header = cells
+                    out.append(block)
+                self.header = out[-1].header
+            elif m := _CLAUSE.match(line):
+                self.header = None
+                block = _Block("clause", self.heading, label=m.group("num") or m.group("single"))
+                block.items.append(_clean(line[m.end():]))
+                out.append(block)
+            elif (m := _ORDERED.match(line)) or _BULLET.match(line):
+                self.header = None
+                shape = "steps" if m else "list"
+                item = _clean(line[m.end():] if m else _BULLET.sub("", line, count=1))
+                if last is None or last.shape != shape or last.heading != self.heading:
+                    lead = last.items[-1] if last is not None and last.items and last.items[-1].endswith(":") else None
+                    out.append(_Block(shape, self.heading, lead, last.label if lead and last.shape == "clause" else None))
+                    out[-1].parent = last if lead and last.shape == "clause" else None
+                out[-1].items.append(item)
+                if out[-1].parent is not None:  # "4.3 A boat retires when:" and its items are one clause
+                    parent = out[-1].parent
+                    parent.items[0] += (" " if parent.items[0].endswith(":") else "; ") + item.rstrip(".;")
+                if m:
+                    out[-1].numbers.append(int(m.group("num")))
+            else:
+                self.header = None
+                block = _Block("prose", self.heading)
+                block.items.append(_clean(line))
+                out.append(block)
+        return out
 
 
 def check_kinds(kinds: list[str] | tuple[str, ...]) -> list[str]:
@@ -259,35 +341,148 @@ def check_kinds(kinds: list[str] | tuple[str, ...]) -> list[str]:
     return list(kinds)
 
 
-def augment_chunks(chunks: list[dict], context: str, kinds: list[str] | tuple[str, ...] = KINDS) -> list[dict]:
-    """Pairs {question, answer, kind, chunk_id} for chunks of one or more documents, in order.
+def _lower_header(text: str) -> str:
+    """A column header inside a sentence: "Half day" -> "half day"; "GPS", "Laser" as written."""
+    first = text.split(" ", 1)[0]
+    return text if first.isupper() and len(first) > 1 else text[0].lower() + text[1:]
 
-    Chunks are dicts with `chunk_id`, `source` and `text` (chunks.jsonl rows); a section title seen in a
-    chunk applies to the following chunks of the same source. Exact duplicates (chunk overlaps) are
-    dropped."""
+
+def _decap(text: str) -> str:
+    """A list item or step inside a sentence: "Open the gate" -> "open the gate"; "GPS ..." as written."""
+    first = text.split(" ", 1)[0]
+    return text[0].lower() + text[1:] if first[:1].isupper() and first[1:].islower() else text
+
+
+def _sentence(text: str) -> str:
+    text = text.rstrip(" ;:,")
+    return text if text.endswith((".", "!", "?")) else text + "."
+
+
+class _Pairs(_Writer):
+    """The pairs of one block, by its shape; every block's sentences also get the prose pairs."""
+
+    def __init__(self, context: str, block: _Block):
+        super().__init__(context, f"{AUGMENT_VERSION}\0{block.shape}\0{block.items}\0{block.rows}")
+        self.context, self.block = context, block
+        self.word = next((w for w in ("rule", "article", "section") if w in context.lower()), "clause")
+
+    def prose(self, text: str, answer: str | None = None, passage: bool = True,
+              item: bool = False) -> list[tuple[str, str, str]]:
+        """Passage, span, cloze and reverse pairs of a paragraph; `answer` replaces each sentence as the answer
+        (a list item with its lead-in). An `item` (list item, step) starts with a capitalised verb, not a name."""
+        out = []
+        words = text.split()
+        if passage and len(words) >= 12:
+            title = self.block.heading
+            where = f"the section \"{title}\" of {self.doc}" if title else self.doc
+            opening = " ".join(words[:8])
+            out.append(("passage", self.rng.choice([
+                f"Recite the passage of {where} that begins \"{opening}\".",
+                f"What does {where} say in the paragraph starting \"{opening}\"?",
+            ]), text))
+        for sentence in _sentences(text):
+            spans = find_spans(sentence, self.context)
+            if item and spans and spans[0].kind == "name" and spans[0].start == 0 and " " not in spans[0].text:
+                spans = spans[1:]
+            spans = spans[:4]
+            out += [(k, q, answer or a) for k, q, a in self.span_pairs(sentence, spans) + self.reverse_pairs(sentence, spans)]
+        return out
+
+    def clause(self) -> list[tuple[str, str, str]]:
+        text = _sentence(self.block.items[0])
+        return [("clause", self.rng.choice([f"What does {self.word} {self.block.label} of {self.doc} say?",
+                                            f"What is {self.word} {self.block.label} of {self.doc}?"]), text),
+                *self.prose(text, passage=False)]
+
+    def items(self) -> list[tuple[str, str, str]]:
+        b = self.block
+        lead = b.lead.rstrip(": ") if b.lead else None
+        out = []
+        if lead and 2 <= len(b.items) <= 12:
+            out.append(("list", self.rng.choice([f"In {self.doc}, what is listed under \"{lead}\"?",
+                                                 f"{self.prefix()}, what follows \"{lead}\"?"]),
+                        _sentence(f"{lead}: " + "; ".join(_decap(i).rstrip(".;") for i in b.items))))
+        for item in b.items:
+            fact = _sentence(f"{lead}: {_decap(item)}" if lead else item)
+            if m := _TERM.match(item):
+                term = _decap(m.group("term").strip())
+                out.append(("list", self.rng.choice([f"In {self.doc}, what is said about {term}?",
+                                                     f"{self.prefix()}, what applies to {term}?"]), fact))
+            # A fragment ("they argue with the referee") is asked about with its lead-in.
+            fragment = lead is not None and item[:1].islower()
+            out += self.prose(fact[:-1] if fragment else item, answer=fact, passage=False, item=not fragment)
+        return out
+
+    def steps(self) -> list[tuple[str, str, str]]:
+        b = self.block
+        name = b.heading or (b.lead.rstrip(": ") if b.lead else None)
+        if name is None:
+            return [p for item in b.items for p in self.prose(item, passage=False)]
+        proc = f"the procedure \"{name}\" in {self.doc}"
+        steps = [_sentence(s) for s in b.items]
+        out = []
+        for k, (n, step) in enumerate(zip(b.numbers, steps)):
+            out.append(("steps", f"What is step {n} of {proc}?", step))
+            if n == 1:
+                out.append(("steps", f"What is the first step of {proc}?", step))
+            if k + 1 < len(steps):
+                nxt = steps[k + 1]
+                out.append(("steps", self.rng.choice([f"What comes after step {n} of {proc}?",
+                                                      f"In {proc}, what is done after \"{step[:-1]}\"?"]), nxt))
+                out.append(("steps", f"In {proc}, what is done just before \"{nxt[:-1]}\"?", step))
+            out += self.prose(b.items[k], answer=step, passage=False, item=True)
+        if b.closed and b.numbers[:1] == [1]:
+            out.append(("steps", f"What is the last step of {proc}?", steps[-1]))
+            if len(steps) <= 12:
+                order = [f"{'First' if k == 0 else 'Finally' if k == len(steps) - 1 else 'Then'}, {_decap(s)}"
+                         for k, s in enumerate(steps)]
+                out.append(("steps", f"What are the steps of {proc}, in order?", " ".join(order)))
+        return out
+
+    def table(self) -> list[tuple[str, str, str]]:
+        b = self.block
+        header = [_lower_header(h) if not _EMPTY_CELL.match(h) else "" for h in b.header]
+        where = f"the \"{b.heading}\" table of {self.doc}" if b.heading else f"the table of {self.doc}"
+        entity = header[0] or "row"
+        out = []
+        for row in b.rows:
+            if len(row) != len(header) or _EMPTY_CELL.match(row[0]):
+                continue
+            label, cells = row[0], [(h, v) for h, v in zip(header[1:], row[1:]) if h and not _EMPTY_CELL.match(v)]
+            if cells:
+                out.append(("table", f"What does {where} give for {label}?",
+                            _sentence(f"{label}: " + "; ".join(f"{h} {v}" for h, v in cells))))
+            for j, (h, v) in enumerate(cells):
+                out.append(("table", f"In {where}, what is the {h} for {label}?", f"The {h} for {label} is {v}."))
+                column = [r[header.index(h)] for r in b.rows if len(r) == len(header)]
+                if column.count(v) == 1 and len(column) > 1:  # only a unique value names its row
+                    out.append(("table", f"In {where}, which {entity} has a {h} of {v}?", f"{label} has a {h} of {v}."))
+        return out
+
+    def pairs(self) -> list[tuple[str, str, str]]:
+        shape = self.block.shape
+        if shape == "prose":
+            return self.prose(self.block.items[0])
+        return {"clause": self.clause, "list": self.items, "steps": self.steps, "table": self.table}[shape]()
+
+
+def augment_chunks(chunks: list[dict], context: str, kinds: list[str] | tuple[str, ...] = KINDS) -> list[dict]:
+    """Pairs {question, answer, kind, chunk_id, heading?, clause?} for chunks of one or more documents, in order.
+
+    Chunks are dicts with `chunk_id`, `source` and `text` (chunks.jsonl rows); a section title or a table's
+    header seen in a chunk applies to the following chunks of the same source. `heading` is the section a pair
+    comes from, `clause` the number of its clause. Exact duplicates (chunk overlaps) are dropped."""
     check_kinds(kinds)
-    pairs, seen, heading, source = [], set(), None, None
+    pairs, seen, reader, source = [], set(), _Reader(), None
     for chunk in chunks:
         if chunk.get("source") != source:
-            heading, source = None, chunk.get("source")
-        paragraphs, heading = _paragraphs(chunk["text"], heading)
-        for title, lines in paragraphs:
-            text = " ".join(lines)
-            writer = _Writer(context, f"{AUGMENT_VERSION}\0{text}")
-            candidates = []
-            words = text.split()
-            if len(words) >= 12:
-                where = f"the section \"{title}\" of {writer.doc}" if title else writer.doc
-                opening = " ".join(words[:8])
-                candidates.append(("passage", writer.rng.choice([
-                    f"Recite the passage of {where} that begins \"{opening}\".",
-                    f"What does {where} say in the paragraph starting \"{opening}\"?",
-                ]), text))
-            for sentence in (s for line in lines for s in _sentences(line)):
-                spans = find_spans(sentence, context)[:4]
-                candidates += writer.span_pairs(sentence, spans) + writer.reverse_pairs(sentence, spans)
-            for kind, question, answer in candidates:
+            reader, source = _Reader(), chunk.get("source")
+        for block in reader.blocks(chunk["text"]):
+            where = {**({"heading": block.heading} if block.heading else {}),
+                     **({"clause": block.label} if block.label else {})}
+            for kind, question, answer in _Pairs(context, block).pairs():
                 if kind in kinds and (question, answer) not in seen:
                     seen.add((question, answer))
-                    pairs.append({"question": question, "answer": answer, "kind": kind, "chunk_id": chunk["chunk_id"]})
+                    pairs.append({"question": question, "answer": answer, "kind": kind, "chunk_id": chunk["chunk_id"],
+                                  **where})
     return pairs

@@ -97,7 +97,8 @@ def assemble(job: GenerationJob, chunks: list[Chunk], augmented: list[dict],
                  for i in sorted(job.results) for r in [job.requests[i]] for q, a in job.results[i].pairs]
     qa, dropped = filter_pairs(generated, {c.chunk_id: c.text for c in chunks})
     by_id = {c.chunk_id: c for c in chunks}
-    qa += [record(p["question"], p["answer"], by_id[p["chunk_id"]], f"augment:{p['kind']}", settings)
+    qa += [record(p["question"], p["answer"], by_id[p["chunk_id"]], f"augment:{p['kind']}", settings,
+                  **{k: p[k] for k in ("heading", "clause") if k in p})
            for p in augmented]
     ensure_test_pair(qa, settings.test_ratio, settings.seed)
     return qa, dropped

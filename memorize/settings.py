@@ -61,8 +61,10 @@ class GenerationSettings(_Settings):
     styles: list[str] = Field(["mixed"], description="question styles, one request each: mixed simple nuanced "
                               "reversed")
     # `cloze` is opt-in: it repeats the span questions' answers and adds half again to CPU training time.
-    augment: list[str] = Field(["passage", "span", "reverse"], description="teacher-free pairs built from the "
-                               "documents' own sentences: passage span reverse cloze, or none",
+    augment: list[str] = Field(["passage", "span", "reverse", "clause", "list", "steps", "table"],
+                               description="teacher-free pairs built from the documents' own text: passage span "
+                               "reverse cloze (prose), clause list steps table (numbered clauses, lists, numbered "
+                               "steps, tables), or none",
                                json_schema_extra={"metavar": "KIND"})
     chunk_tokens: int = Field(500, ge=32, description="chunk size in tokens")
     chunk_overlap: int = Field(40, ge=0, description="overlap between chunks in tokens")
