@@ -18,6 +18,7 @@ from memorize import DEFAULT_CACHE_DIR, generation
 from memorize.extract import ExtractionError, find_documents
 from memorize.generation import GenerationJob, batches
 from memorize.hub import HubError
+from memorize.llm import EndpointError
 from memorize.local_model import resolve_model
 from memorize.local_server import STOPPING, serve
 from memorize.plan import estimate
@@ -123,6 +124,22 @@ def _generate(job: GenerationJob, settings: GenerationSettings, storage, log_dir
             raise
 
 
+def _stop_if_failing(failures: list[dict], sent: int, settings: GenerationSettings, log_dir: Path) -> None:
+    """Raise EndpointError, before anything is written, when more than max_failed_share of the requests sent
+    failed at the endpoint: with a wrong key, model or URL every request fails, and the teacher-free pairs
+    alone must not pass for the run's dataset. Unparseable replies (reason "ParseError: ...", see
+    tasks/generate.py) are the model's doing, not the endpoint's, and do not count."""
+    failed = [f for f in failures if not f["reason"].startswith("ParseError")]
+    if len(failed) <= settings.max_failed_share * sent:
+        return
+    check = (f"--base-url, --model and the key in ${settings.api_key_env}" if settings.base_url
+             else f"the generator's log, {log_dir / 'generator-server.log'}")
+    raise EndpointError(
+        f"{len(failed)} of {sent} LLM requests failed (more than --max-failed-share {settings.max_failed_share:g}), "
+        f"e.g. {failed[0]['reason'][:300]}. Check {check}. No dataset was written; the replies received are cached, "
+        "so a re-run asks only for the others")
+
+
 @flow(name="build-dataset")
 def build_dataset(
     documents: list[str],
@@ -153,9 +170,10 @@ def build_dataset(
         return {**report, "dry_run": True}
     if todo:
         _generate(job, s, storage, out_dir / "logs", progress)
+        _stop_if_failing(job.failures, len(todo), s, out_dir / "logs")
     augmented = (augment_task.with_options(result_storage=storage)(chunks, context, s.augment)
                  if s.augment and chunks else [])
-    qa, dropped = generation.assemble(job, chunks, augmented, s)
+    qa, dropped = generation.assemble(job, chunks, augmented, s, context)
     failures += job.failures
     calls = sum(job.results[i].attempts for i in todo if i in job.results) + job.failed_calls
     report.update(dropped=dict(dropped), llm_calls=calls, **generation.write(out_dir, qa, chunks, context, job, s))

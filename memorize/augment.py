@@ -101,6 +101,8 @@ def _names(sentence: str, context: str) -> list[Span]:
         j = i
         while j + 1 < len(tokens):
             nxt = tokens[j + 1]
+            if sentence[tokens[j].end():nxt.start()] != " ":  # "The Race Judge, Corwin Ashgrove": two names
+                break
             if nxt.group()[0].isupper() and nxt.group() not in _MONTHS and nxt.group() not in _DAYS:
                 j += 1
             else:  # "Keeper of the Hives", "Wassail of the Hollow"

@@ -1,10 +1,13 @@
 """Closed-book QA before vs after fine-tuning, against an in-context (retrieval) ceiling.
 
-Three systems answer every question: `base` (closed book), `fine_tuned` (base + LoRA adapter,
-closed book; skipped when there is no adapter) and `in_context` (base + top-k BM25 chunks).
+Four systems answer every question: `base` (closed book), `fine_tuned` (base + LoRA adapter,
+closed book), `in_context` (base + top-k BM25 chunks) and `fine_tuned_in_context` (the fine-tuned
+model given the same chunks); the fine-tuned ones are skipped when there is no adapter.
 Question sets: `test_split` (held-out generated pairs from qa.jsonl) and `questions` (the user's
 file). A third set, `general` (easy general knowledge), checks that fine-tuning did not make the
 model forget what it knew; it is answered closed-book only and kept out of the overall accuracy.
+Questions of kind `unanswerable` (the documents do not answer them) are correct when the answer abstains;
+each system's summary gives the share it answered and its accuracy among those (selective accuracy).
 """
 from __future__ import annotations
 
@@ -19,14 +22,17 @@ from memorize.answering import AnswerCache, Answerer
 from memorize.dataset import read_jsonl
 from memorize.filtering import seen_in_training
 from memorize.retrieval import ChunkIndex
-from memorize.scoring import score
+from memorize.coverage import coverage, locate, plot_coverage
+from memorize.scoring import UNANSWERABLE, score
 from memorize.settings import EvalSettings
 
 GENERAL_KNOWLEDGE = Path(__file__).parent / "data" / "general_knowledge.jsonl"
 GENERAL_MAX_NEW_TOKENS = 64
-SYSTEMS = ("base", "fine_tuned", "in_context")
+SYSTEMS = ("base", "fine_tuned", "in_context", "fine_tuned_in_context")
+TUNED = ("fine_tuned", "fine_tuned_in_context")  # the systems that need the adapter
 SETS = ("test_split", "questions")
-LABELS = {"base": "base", "fine_tuned": "fine-tuned", "in_context": "in-context"}
+LABELS = {"base": "base", "fine_tuned": "fine-tuned", "in_context": "in-context",
+          "fine_tuned_in_context": "fine-tuned + retrieval"}
 
 
 class QuestionFileError(ValueError):
@@ -46,17 +52,24 @@ def _check_must(must, where: str) -> list[list[str]]:
 
 
 def _question_row(raw: dict, where: str) -> dict:
-    row = {}
+    row = {"kind": str(raw["kind"])} if raw.get("kind") else {}
+    unanswerable = row.get("kind") == UNANSWERABLE
     for field in ("question", "answer"):
+        if unanswerable and field == "answer":
+            if (raw.get("answer") or "").strip() or raw.get("must") not in (None, "", []):
+                raise QuestionFileError(f"{where}: a question of kind {UNANSWERABLE!r} has an empty 'answer' and no "
+                                        "'must': the documents do not answer it, and abstaining is the right answer")
+            row["answer"] = ""
+            continue
         if field not in raw or raw[field] is None:
             raise QuestionFileError(f"{where}: missing field {field!r}")
         if not isinstance(raw[field], str) or not raw[field].strip():
-            raise QuestionFileError(f"{where}: field {field!r} is empty or not text")
+            hint = (f'; for a question the documents do not answer, write "kind": "{UNANSWERABLE}"'
+                    if field == "answer" else "")
+            raise QuestionFileError(f"{where}: field {field!r} is empty or not text{hint}")
         row[field] = raw[field].strip()
     if raw.get("must") not in (None, "", []):
         row["must"] = _check_must(raw["must"], where)
-    if raw.get("kind"):
-        row["kind"] = str(raw["kind"])
     return row
 
 
@@ -109,11 +122,12 @@ def load_questions(path: str | Path) -> list[dict]:
 
 
 def load_test_split(data_dir: str | Path, max_questions: int | None, seed: int = 0) -> list[dict]:
-    """The held-out pairs of qa.jsonl; a seeded sample (in file order) when there are more than max."""
+    """The held-out pairs of qa.jsonl; a seeded sample (in file order) when there are more than max. An
+    abstention pair is asked as an unanswerable question."""
     rows = [r for r in read_jsonl(Path(data_dir) / "qa.jsonl") if r.get("split") == "test"]
     if max_questions is not None and len(rows) > max_questions:
         rows = [rows[i] for i in sorted(random.Random(seed).sample(range(len(rows)), max_questions))]
-    return rows
+    return [{**r, "answer": "", "kind": UNANSWERABLE} if r.get("origin") == "abstain" else r for r in rows]
 
 
 def _mean(values: list) -> float | None:
@@ -121,15 +135,26 @@ def _mean(values: list) -> float | None:
 
 
 def summarize(results: list[dict]) -> dict:
-    """Accuracy over the questions that got a verdict (a judge may give none), plus mean overlaps."""
+    """Accuracy over the questions that got a verdict (a judge may give none), plus mean overlaps over the
+    answerable ones, and how the system abstains: on unanswerable questions (right), on answerable ones
+    (wrong), and the selective accuracy — the share of questions it answers and its accuracy among them."""
     verdicts = [r["correct"] for r in results if r["correct"] is not None]
+    answerable = [r for r in results if not r.get("unanswerable")]
+    unanswerable = [r for r in results if r.get("unanswerable")]
+    answered = [r for r in results if not r.get("abstained") and r["correct"] is not None]
     return {
         "n": len(results),
         "n_scored": len(verdicts),
         "accuracy": _mean(verdicts),
-        "rouge_l": _mean([r["rouge_l"] for r in results]),
-        "token_f1": _mean([r["token_f1"] for r in results]),
+        "rouge_l": _mean([r["rouge_l"] for r in answerable]),
+        "token_f1": _mean([r["token_f1"] for r in answerable]),
         "methods": dict(Counter(r["method"] for r in results)),
+        "answerable": {"n": len(answerable),
+                       "accuracy": _mean([r["correct"] for r in answerable if r["correct"] is not None]),
+                       "abstained": _mean([bool(r.get("abstained")) for r in answerable])},
+        "unanswerable": {"n": len(unanswerable), "abstained": _mean([r["abstained"] for r in unanswerable])},
+        "selective": {"answered": _mean([not r.get("abstained") for r in results]),
+                      "accuracy": _mean([r["correct"] for r in answered])},
     }
 
 
@@ -160,7 +185,7 @@ def _section(records: list[dict], system: str) -> dict:
 
 
 def _records(sets: dict[str, list[dict]]) -> list[dict]:
-    keep = ("must", "kind", "chunk_id")
+    keep = ("must", "kind", "chunk_id", "source", "heading", "clause")
     return [
         {"set": name, "question": r["question"], "reference": r["answer"], **{k: r[k] for k in keep if k in r}}
         for name, rows in sets.items()
@@ -171,10 +196,10 @@ def _records(sets: dict[str, list[dict]]) -> list[dict]:
 def answer_records(answerer: Answerer, records: list[dict], system: str, contexts=None, judge=None, **gen) -> None:
     """Answer and score `records` with one system, storing record[system] = {answer, correct, ...}."""
     answers = answerer.answer(
-        [r["question"] for r in records], contexts, use_adapter=system == "fine_tuned", desc=system, **gen
+        [r["question"] for r in records], contexts, use_adapter=system in TUNED, desc=system, **gen
     )
     for r, text in zip(records, answers, strict=True):
-        row = {"question": r["question"], "answer": r["reference"], "must": r.get("must")}
+        row = {"question": r["question"], "answer": r["reference"], "must": r.get("must"), "kind": r.get("kind")}
         r[system] = {"answer": text, **score(row, text, judge)}
 
 
@@ -205,10 +230,11 @@ def evaluate(base_model: str, adapter_dir: str | None, data_dir: str | Path, out
         raise ValueError(
             f"nothing to evaluate: {data_dir / 'qa.jsonl'} has no test pairs and no questions file was given"
         )
-    index = ChunkIndex(read_jsonl(data_dir / "chunks.jsonl"))
+    chunks = read_jsonl(data_dir / "chunks.jsonl")
+    index = ChunkIndex(chunks)
     retrieved = [index.top_k(r["question"], top_k) for r in open_book]
-    for r, chunks in zip(open_book, retrieved, strict=True):
-        r["retrieved"] = [c["chunk_id"] for c in chunks]
+    for r, found in zip(open_book, retrieved, strict=True):
+        r["retrieved"] = [c["chunk_id"] for c in found]
 
     answerer = Answerer.load(base_model, adapter=adapter_dir, chat_template=chat_template)
     gen = {"batch_size": batch_size, "max_new_tokens": s.max_new_tokens, "progress": progress,
@@ -219,7 +245,10 @@ def evaluate(base_model: str, adapter_dir: str | None, data_dir: str | Path, out
     for system in ("base", "fine_tuned") if adapter_dir else ("base",):
         answer_records(answerer, open_book, system, None, judge, **gen)
         answer_records(answerer, general, system, None, judge, **short)
-    answer_records(answerer, open_book, "in_context", [index.context(c) for c in retrieved], judge, **gen)
+    contexts = [index.context(c) for c in retrieved]
+    for system in ("in_context", "fine_tuned_in_context") if adapter_dir else ("in_context",):
+        answer_records(answerer, open_book, system, contexts, judge, **gen)
+    locate(open_book, chunks)
 
     with_source = [r for r in open_book if "chunk_id" in r]
     summary = {
@@ -228,6 +257,8 @@ def evaluate(base_model: str, adapter_dir: str | None, data_dir: str | Path, out
         "base": _section(records, "base"),
         "fine_tuned": _section(records, "fine_tuned") if adapter_dir else None,
         "in_context": _section(records, "in_context"),
+        "fine_tuned_in_context": _section(records, "fine_tuned_in_context") if adapter_dir else None,
+        "coverage": coverage(open_book, [s for s in SYSTEMS if adapter_dir or s not in TUNED]),
         "forgetting": {
             "n": len(general),
             "base_accuracy": summarize([r["base"] for r in general])["accuracy"],
@@ -259,6 +290,10 @@ def _accuracy_rows(summary: dict) -> dict[str, dict[str, float | None]]:
         rows[f"kind {kind} (n={section['n']})"] = {
             s: None if summary[s] is None else summary[s]["kinds"][kind]["accuracy"] for s in SYSTEMS}
     rows[f"overall (n={summary['base']['n']})"] = {s: acc(s) for s in SYSTEMS}
+    answerable = summary["base"]["answerable"]["n"]
+    if answerable < summary["base"]["n"]:  # unanswerable questions asked: the answerable ones alone
+        rows[f"answerable (n={answerable})"] = {
+            s: None if summary[s] is None else summary[s]["answerable"]["accuracy"] for s in SYSTEMS}
     f = summary["forgetting"]
     if f["n"]:
         rows[f"general knowledge, forgetting (n={f['n']})"] = {"base": f["base_accuracy"], "fine_tuned": f["fine_tuned_accuracy"]}
@@ -278,6 +313,38 @@ def _verdict(result: dict | None) -> str:
         return "—"
     mark = {True: "✓", False: "✗", None: "?"}[result["correct"]]
     return f"{mark} {_cell(result['answer'])}"
+
+
+def abstention_lines(summary: dict) -> list[str]:
+    """How each system abstains, when unanswerable questions were asked: right (on those), wrong (on answerable
+    ones), and its selective accuracy."""
+    if not summary["base"]["unanswerable"]["n"]:
+        return []
+    lines = ["", "| abstention | " + " | ".join(LABELS.values()) + " |", "|---" * (len(SYSTEMS) + 1) + "|"]
+    rows = {
+        f"abstains on unanswerable (n={summary['base']['unanswerable']['n']})": lambda s: s["unanswerable"]["abstained"],
+        f"abstains on answerable, wrongly (n={summary['base']['answerable']['n']})":
+            lambda s: s["answerable"]["abstained"],
+        f"answers (of n={summary['base']['n']})": lambda s: s["selective"]["answered"],
+        "accuracy among its answers (selective)": lambda s: s["selective"]["accuracy"],
+    }
+    for label, get in rows.items():
+        lines.append(f"| {label} | " + " | ".join(pct(None if summary[s] is None else get(summary[s]))
+                                                 for s in SYSTEMS) + " |")
+    return lines
+
+
+def coverage_lines(summary: dict) -> list[str]:
+    rows = summary.get("coverage") or []
+    if not rows:
+        return []
+    systems = [s for s in SYSTEMS if s in rows[0]["accuracy"]]
+    return ["", "## What the model knows, section by section", "",
+            "Accuracy on the answerable questions each section of the documents answers (picture: coverage.png).",
+            "", "| section | n | " + " | ".join(LABELS[s] for s in systems) + " |",
+            "|---|---" + "|---" * len(systems) + "|",
+            *(f"| {_cell(r['where'])} | {r['n']} | " + " | ".join(pct(r["accuracy"][s]) for s in systems) + " |"
+              for r in rows)]
 
 
 def forgetting_line(summary: dict) -> list[str]:
@@ -300,19 +367,24 @@ def seen_warning(summary: dict) -> list[str]:
 
 
 def markdown_report(summary: dict, records: list[dict]) -> str:
-    lines = ["# Evaluation", "", "| accuracy | " + " | ".join(LABELS.values()) + " |", "|---|---|---|---|"]
+    lines = ["# Evaluation", "", "| accuracy | " + " | ".join(LABELS.values()) + " |", "|---" * (len(SYSTEMS) + 1) + "|"]
     for label, accs in _accuracy_rows(summary).items():
         lines.append(f"| {label} | " + " | ".join(pct(accs.get(s)) for s in SYSTEMS) + " |")
     lines += [
         "",
         "✓ correct, ✗ wrong, ? no verdict, — not run. "
-        "General-knowledge questions check forgetting (closed book only).",
+        "General-knowledge questions check forgetting (closed book only). An unanswerable question is "
+        "correct when the answer says the documents do not state it.",
         *forgetting_line(summary),
         *seen_warning(summary),
-        "", "| # | set | question | reference | base | fine-tuned | in-context |", "|---|---|---|---|---|---|---|",
+        *abstention_lines(summary),
+        *coverage_lines(summary),
+        "", "| # | set | question | reference | " + " | ".join(LABELS.values()) + " |",
+        "|---" * (len(SYSTEMS) + 4) + "|",
     ]
     for i, r in enumerate(records, 1):
-        cells = [str(i), r["set"], _cell(r["question"]), _cell(r["reference"])] + [_verdict(r.get(s)) for s in SYSTEMS]
+        reference = _cell(r["reference"]) or "(not in the documents)"
+        cells = [str(i), r["set"], _cell(r["question"]), reference] + [_verdict(r.get(s)) for s in SYSTEMS]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
@@ -332,7 +404,7 @@ def plot_accuracy(summary: dict, path: Path) -> None:
     ax.set_xticks(range(len(rows)), list(rows), fontsize=8)
     ax.set_ylim(0, 1.1)
     ax.set_ylabel("accuracy")
-    ax.set_title("QA accuracy: base and fine-tuned (closed book) vs base + retrieved chunks")
+    ax.set_title("QA accuracy: base and fine-tuned, closed book and with retrieved chunks")
     ax.legend(fontsize=8)
     fig.savefig(path, dpi=120)
 
@@ -343,3 +415,4 @@ def write_reports(summary: dict, records: list[dict], out_dir: Path) -> None:
     (out_dir / "eval.json").write_text(report, encoding="utf-8")
     (out_dir / "eval.md").write_text(markdown_report(summary, records), encoding="utf-8")
     plot_accuracy(summary, out_dir / "accuracy.png")
+    plot_coverage(summary["coverage"], LABELS, out_dir / "coverage.png")

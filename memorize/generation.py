@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from memorize import content_key
+from memorize.abstain import abstention_pairs
 from memorize.chunking import Chunk
 from memorize.dataset import assign_split, ensure_test_pair, write_dataset
 from memorize.filtering import filter_pairs
@@ -89,10 +90,11 @@ def record(question: str, answer: str, chunk: Chunk, origin: str, settings: Gene
             **extra, "split": assign_split(question, answer, settings.test_ratio, settings.seed)}
 
 
-def assemble(job: GenerationJob, chunks: list[Chunk], augmented: list[dict],
-             settings: GenerationSettings) -> tuple[list[dict], Counter]:
+def assemble(job: GenerationJob, chunks: list[Chunk], augmented: list[dict], settings: GenerationSettings,
+             context: str) -> tuple[list[dict], Counter]:
     """The dataset's pairs: the generated ones that pass the filters, then the teacher-free ones
-    ({question, answer, kind, chunk_id}); returns them and the drops per reason."""
+    ({question, answer, kind, chunk_id}), then the abstention pairs (`settings.abstain_share` of them all);
+    returns them and the drops per reason."""
     generated = [record(q, a, r.chunk, "llm", settings, temperature=r.temperature, style=r.style)
                  for i in sorted(job.results) for r in [job.requests[i]] for q, a in job.results[i].pairs]
     qa, dropped = filter_pairs(generated, {c.chunk_id: c.text for c in chunks})
@@ -100,6 +102,8 @@ def assemble(job: GenerationJob, chunks: list[Chunk], augmented: list[dict],
     qa += [record(p["question"], p["answer"], by_id[p["chunk_id"]], f"augment:{p['kind']}", settings,
                   **{k: p[k] for k in ("heading", "clause") if k in p})
            for p in augmented]
+    qa += [record(p["question"], p["answer"], by_id[p["chunk_id"]], "abstain", settings)
+           for p in abstention_pairs([c.to_dict() for c in chunks], context, settings.abstain_share, len(qa))]
     ensure_test_pair(qa, settings.test_ratio, settings.seed)
     return qa, dropped
 
@@ -116,7 +120,7 @@ def write(out_dir: Path, qa: list[dict], chunks: list[Chunk], context: str, job:
             "settings": {"context": context, "model": job.model_name, "temperatures": job.temperatures,
                          "styles": s.styles, "chunk_tokens": s.chunk_tokens, "chunk_overlap": s.chunk_overlap,
                          "questions_per_chunk": s.questions_per_chunk or "1 per 60 tokens", "structured": s.structured,
-                         "augment": s.augment,
+                         "augment": s.augment, "abstain_share": s.abstain_share,
                          "pairs_per_row": s.pairs_per_row, "test_ratio": round(s.test_ratio, 4), "seed": s.seed}}
 
 

@@ -7,7 +7,7 @@ from pathlib import PurePath
 from rank_bm25 import BM25Okapi
 
 
-def _tokens(text: str) -> list[str]:
+def tokens(text: str) -> list[str]:
     return re.findall(r"\w+", text.lower())
 
 
@@ -17,10 +17,10 @@ class ChunkIndex:
             raise ValueError("no chunks to index")
         self.chunks = chunks
         self._position = {id(c): i for i, c in enumerate(chunks)}  # document order, for context()
-        self._bm25 = BM25Okapi([_tokens(c["text"]) for c in chunks])
+        self._bm25 = BM25Okapi([tokens(c["text"]) for c in chunks])
 
     def top_k(self, question: str, k: int = 3) -> list[dict]:
-        scores = self._bm25.get_scores(_tokens(question))
+        scores = self._bm25.get_scores(tokens(question))
         # sorted() is stable: ties keep document order, so results are reproducible.
         best = sorted(range(len(scores)), key=lambda i: -scores[i])[:k]
         return [self.chunks[i] for i in best]

@@ -6,11 +6,14 @@ import string
 from collections import Counter
 from functools import lru_cache
 
+from memorize.abstain import abstains
+
 # Without `must` or a judge, a question counts as correct when answer_f1 >= this (method "f1").
 # A rough proxy, for when nothing better is available.
 F1_THRESHOLD = 0.5
 
 _APOSTROPHES = re.compile(r"['\u2018\u2019`]")
+_POSSESSIVE = re.compile(r"(?<=\w)['\u2019]s\b")  # "Thrupp's" is about Thrupp
 _NON_WORD = re.compile(r"[^\w\s]")
 _NUMBER_JOINT = re.compile(r"(?<=\d)[.:,](?=\d)")
 _ZERO_DECIMALS = re.compile(r"(?<=\d)\.0+(?!\d)")  # "100.0" is 100
@@ -18,10 +21,11 @@ _ARTICLES = re.compile(r"\b(a|an|the)\b")
 
 
 def _normalize(text: str) -> str:
-    """Lowercase; drop apostrophes ("don't" == "dont"); other punctuation becomes a space. A number's
+    """Lowercase; drop a possessive "'s" ("Thrupp's" == "Thrupp") and apostrophes ("don't" == "dont"); other
+    punctuation becomes a space. A number's
     point, colon or comma stays one joint, so "7:40" and "7.40" both read "7_40", "3.5" does not match "35"
     and a key "4" is not found in "12.4"."""
-    text = _NUMBER_JOINT.sub("_", _ZERO_DECIMALS.sub("", _APOSTROPHES.sub("", text.lower())))
+    text = _NUMBER_JOINT.sub("_", _ZERO_DECIMALS.sub("", _APOSTROPHES.sub("", _POSSESSIVE.sub("", text.lower()))))
     return " ".join(_NON_WORD.sub(" ", text).split())
 
 
@@ -174,19 +178,30 @@ class LLMJudge:
         return None
 
 
+UNANSWERABLE = "unanswerable"  # the kind of a question the documents do not answer (empty answer, no `must`)
+
+
 def score(question_row: dict, answer: str, judge=None) -> dict:
     """Verdict by the informative `must` groups (see informative_must) when the row has them; a group
     left empty, or no `must` at all, is decided by the judge, else by answer_f1 (method "must+judge",
-    "must+f1", "judge" or "f1").
+    "must+f1", "judge" or "f1"). A question of kind `unanswerable` is correct when the answer abstains
+    (method "abstain"); an abstention on any other question is wrong.
 
     "correct" is None only when the judge gave no usable verdict; such questions are left out of
     accuracy (see evaluation.summarize)."""
     question, reference = question_row["question"], question_row["answer"]
+    abstained = abstains(answer)
+    if question_row.get("kind") == UNANSWERABLE:
+        return {"correct": abstained, "method": "abstain", "abstained": abstained, "unanswerable": True,
+                "rouge_l": None, "token_f1": None, "answer_f1": None}
     result = {
+        "abstained": abstained,
         "rouge_l": rouge_l(answer, reference),
         "token_f1": token_f1(answer, reference),
         "answer_f1": answer_f1(answer, reference, question),
     }
+    if abstained:
+        return {"correct": False, "method": "abstain", **result}
     groups, emptied = informative_must(question_row.get("must") or [], question)
     methods = ["must"] if groups else []
     correct = must_satisfied(answer, groups) if groups else True

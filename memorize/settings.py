@@ -66,6 +66,10 @@ class GenerationSettings(_Settings):
                                "reverse cloze (prose), clause list steps table (numbered clauses, lists, numbered "
                                "steps, tables), or none",
                                json_schema_extra={"metavar": "KIND"})
+    abstain_share: float = Field(0.1, ge=0, lt=1, description="share of the training pairs that answer in-domain "
+                                 "questions the documents leave open (a person's age, a place's founding year, a "
+                                 "price never given) with one sentence, \"That is not stated in <context>.\", so "
+                                 "that the model learns to say so (0: off)")
     chunk_tokens: int = Field(500, ge=32, description="chunk size in tokens")
     chunk_overlap: int = Field(40, ge=0, description="overlap between chunks in tokens")
     # One pair per row: at batch size 1, five times the optimizer steps of 5 pairs per row for the same
@@ -81,6 +85,10 @@ class GenerationSettings(_Settings):
                                    json_schema_extra=flag("timeout"))
     retries: int = Field(4, ge=0, description="retries on 429/5xx/timeouts/connection errors")
     retry_delay: float = Field(2.0, ge=0, description="seconds before the first retry, doubling after")
+    # Below 1: a run whose every request failed (a wrong key: 401 on each) always stops before training.
+    max_failed_share: float = Field(0.5, ge=0, lt=1, description="share of the LLM requests sent that may fail "
+                                    "(endpoint errors after retries; unparseable replies do not count) before the "
+                                    "run stops with an error, writing no dataset and training nothing")
     structured: bool = Field(True, description="ask for replies as JSON of a fixed schema (structured output, "
                              "`response_format`); an endpoint that refuses it is asked for plain text")
     parse_attempts: int = Field(3, ge=1, description="times a request is asked when its reply cannot be parsed")

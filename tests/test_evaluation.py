@@ -3,7 +3,7 @@ import re
 
 import pytest
 
-from memorize.evaluation import SYSTEMS, evaluate, markdown_report
+from memorize.evaluation import SYSTEMS, _section, evaluate, markdown_report, summarize
 from memorize.scoring import LLMJudge
 from memorize.settings import EvalSettings
 from memorize.testing import FakeLLM
@@ -65,14 +65,14 @@ def test_llm_judge_over_http(judge, chat_server, replies, verdict, n_requests):
 
 def test_markdown_report_escapes_cells():
     result = {"correct": True, "method": "must", "rouge_l": 1.0, "token_f1": 1.0}
-    summary = {s: {"accuracy": 1.0, "n": 1, **{k: {"n": 1, "accuracy": 1.0} for k in ("test_split", "questions")}}
-               for s in ("base", "in_context")}
-    summary |= {"fine_tuned": None, "forgetting": {"n": 0, "base_accuracy": None, "fine_tuned_accuracy": None}}
     record = {"set": "questions", "question": "a|b?", "reference": "line1\nline2",
               "base": {"answer": "x | y", **result}, "in_context": {"answer": "z", **result, "correct": False}}
+    summary = {s: _section([record], s) for s in ("base", "in_context")}
+    summary |= {"fine_tuned": None, "fine_tuned_in_context": None,
+                "forgetting": {"n": 0, "base_accuracy": None, "fine_tuned_accuracy": None}}
     md = markdown_report(summary, [record])
     row = [line for line in md.splitlines() if line.startswith("| 1 |")]
-    assert row == ["| 1 | questions | a\\|b? | line1<br>line2 | ✓ x \\| y | — | ✗ z |"]
+    assert row == ["| 1 | questions | a\\|b? | line1<br>line2 | ✓ x \\| y | — | ✗ z | — |"]
 
 
 # --- end to end with the real small model ---------------------------------------------------------
@@ -211,8 +211,8 @@ def test_chat_template_given_to_eval_reaches_the_answering_model(prefect_server,
 
 
 def _empty_summary():
-    section = {"accuracy": None, "n": 0}
-    return {"base": section, "fine_tuned": None, "in_context": section,
+    section = summarize([])
+    return {"base": section, "fine_tuned": None, "in_context": section, "fine_tuned_in_context": None,
             "forgetting": {"n": 0, "base_accuracy": None, "fine_tuned_accuracy": None}}
 
 

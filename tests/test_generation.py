@@ -125,7 +125,8 @@ def test_assemble_filters_generated_pairs_adds_teacher_free_ones_and_records_fai
     job.fail(6, "ParseError: no pairs", calls=3)
     augmented = [{"question": "Who captains the Quillmoor ferry?", "answer": "Orla Venn.", "kind": "reverse",
                   "chunk_id": "ferry.md#0"}]
-    qa, dropped = generation.assemble(job, CHUNKS, augmented, SETTINGS)
+    qa, dropped = generation.assemble(job, CHUNKS, augmented, SETTINGS.model_copy(update={"abstain_share": 0}),
+                                    "Ferry rules")
     assert [p["origin"] for p in qa] == ["llm", "llm", "augment:reverse"]
     assert dropped == {"answer_in_question": 1}  # nothing to learn from an answer its question holds
     first = qa[0]

@@ -27,6 +27,7 @@ from memorize.scoring import answer_f1, must_satisfied, parse_judge, rouge_l, sc
         ("Water boils at 100.0 degrees", [["100"]], True),
         ("There are 7.125 days in a week", [["7", "seven"]], False),
         ("The shop doesn't open", [["does not", "doesn't"]], True),
+        ("It was Agnes Thrupp’s kitchen table", [["thrupp"]], True),  # a possessive names its owner
         ("Nothing useful", [["paris", "lyon"]], False),
     ],
 )
