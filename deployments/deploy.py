@@ -4,6 +4,12 @@
 
 Every deployment runs the flows from this checkout (process workers started from the project's
 virtual environment). Training goes to the GPU pool; the rest to the CPU pool.
+
+A run's parameters come from whoever can create flow runs, so a worker's runs read an endpoint's or a
+judge's key only from the variables the worker allows: MEMORIZE_ALLOWED_KEY_ENVS in the worker's environment,
+comma-separated (default OPENAI_API_KEY), e.g. `MEMORIZE_ALLOWED_KEY_ENVS=OPENAI_API_KEY,JUDGE_API_KEY
+prefect worker start --pool cpu`. A run whose api_key_env or judge_api_key_env names another variable fails.
+A training run that no worker of its pool picks up within the memorize flow's pickup_timeout_h is cancelled.
 """
 from __future__ import annotations
 

@@ -2,7 +2,6 @@
 The stage's logic is memorize.generation; here are the task runs, retries, progress and artifacts."""
 from __future__ import annotations
 
-import json
 import time
 from contextlib import ExitStack
 from pathlib import Path
@@ -14,7 +13,8 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from prefect.tasks import exponential_backoff
 from tqdm import tqdm
 
-from memorize import DEFAULT_CACHE_DIR, generation
+from memorize import DEFAULT_CACHE_DIR, generation, status_note, write_json
+from memorize.chunking import Chunk, source_names
 from memorize.extract import ExtractionError, find_documents
 from memorize.generation import GenerationJob, batches
 from memorize.hub import HubError
@@ -25,10 +25,10 @@ from memorize.plan import estimate
 from memorize.publish import dataset_card, push_dataset
 from memorize.settings import GenerationSettings
 from tasks.augment import augment_task
-from tasks.caching import cached, result_storage
+from tasks.caching import result_storage
 from tasks.chunk import chunk_task
-from tasks.extract import extract_task
-from tasks.generate import generate_batch_task
+from tasks.extract import document, extract_task
+from tasks.generate import cached_generation, generate_batch_task
 
 # One torch thread for the embedded generator (bench/embedded_generator.py, batches of 8): 2 threads were
 # faster on an idle 2-core machine (20.6 vs 13.6 tokens/s) but finished nothing in 150 s once another
@@ -44,14 +44,14 @@ def _extract_and_chunk(documents: list[str], chunk_tokens: int, overlap: int, st
     found, skipped = find_documents(documents)
     for s in skipped:
         get_run_logger().warning("skipped %s: %s", s["file"], s["reason"])
-    for path in found:
+    for path, source in source_names(found, documents).items():
         try:
-            doc = extract_node(str(path))
+            doc = document(extract_node(path))
         except ExtractionError as exc:
             failures.append({"file": exc.path, "stage": "extract", "reason": exc.reason})
             continue
         docs.append(doc.path)
-        chunks.extend(chunk_node(doc, chunk_tokens, overlap))
+        chunks.extend(Chunk(**c) for c in chunk_node(doc, source, chunk_tokens, overlap))
     return docs, chunks, skipped
 
 
@@ -158,7 +158,7 @@ def build_dataset(
     storage = result_storage(cache_dir)
     failures: list[dict] = []
     docs, chunks, skipped = _extract_and_chunk(documents, s.chunk_tokens, s.chunk_overlap, storage, failures)
-    job = generation.plan(chunks, context, s, lambda key: cached(storage, key))
+    job = generation.plan(chunks, context, s, lambda key: cached_generation(storage, key))
     est, cache_hits, todo = estimate(job.requests, s.price_per_1k), len(job.results), job.todo
     logger.info(f"{len(docs)} document(s), {len(chunks)} chunk(s), {len(job.temperatures)} temperature(s) "
                 f"{job.temperatures}, styles {s.styles}: {est['requests']} requests ({cache_hits} cached), "
@@ -184,12 +184,13 @@ def build_dataset(
         except HubError as exc:  # the dataset on disk stays; re-running pushes without any LLM call
             failures.append({"file": str(out_dir / "dataset"), "stage": "publish", "reason": str(exc)})
     report["elapsed_s"] = round(time.perf_counter() - started, 2)
-    (out_dir / "report.json").write_text(json.dumps(report, indent=2, ensure_ascii=False))
+    write_json(out_dir / "report.json", report, indent=2)
     create_table_artifact(
         key="build-dataset-samples", description="Sample question/answer pairs",
         table=[{k: p.get(k) for k in ("question", "answer", "chunk_id", "origin", "temperature", "split")}
                for p in qa[:: max(1, len(qa) // 20)][:20]])  # a spread over origins, not only the first chunk
-    create_markdown_artifact(key="build-dataset-summary", markdown=generation.summary_markdown(report))
+    create_markdown_artifact(key="build-dataset-summary",
+                             markdown=generation.summary_markdown(report) + status_note(out_dir))
     for f in failures:
         logger.warning("failed: %s", f)
     logger.info(f"{report['qa_pairs']} QA pairs -> {report['train_rows']} train / {report['test_rows']} test rows in "

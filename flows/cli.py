@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import signal
 import sys
@@ -14,7 +15,8 @@ from typing import Union, get_args, get_origin
 from pydantic import ValidationError
 from pydantic.fields import FieldInfo
 
-from memorize import DEFAULT_CACHE_DIR
+from memorize import (API_KEY_ENV, DEFAULT_CACHE_DIR, DEFAULT_MAX_QUEUE, STATUS_FILE, read_run_status,
+                      recorded_run, run_status_line, write_text)
 from memorize.settings import EvalSettings, GenerationSettings, TrainSettings
 
 EPILOG = """Keys come from the environment only: the LLM endpoint's key from the variable named by
@@ -85,6 +87,8 @@ def cmd_dataset(a: argparse.Namespace) -> int:
     report = build_dataset(documents=a.documents, context=a.context, out=a.out, settings=settings_from(a, "generation"),
                            cache_dir=a.cache_dir, dry_run=a.dry_run)
     print(json.dumps({k: v for k, v in report.items() if k != "settings"}, indent=2))
+    for f in report["failures"]:  # what did not make it into the dataset: a document, a request, a push
+        print(f"error: {f['file']}: {f['reason']}", file=sys.stderr)
     return 1 if report["failures"] else 0
 
 
@@ -128,30 +132,71 @@ def cmd_run(a: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_ask(a: argparse.Namespace) -> int:
-    from memorize.chat import ChatModel, chat_loop
+def _positive(value: str) -> int:
+    if not value.isdigit() or int(value) < 1:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a whole number of at least 1")
+    return int(value)
 
-    chat = ChatModel(a.model_dir)
+
+def _chunks_file(path: str) -> str:
+    if not Path(path).is_file():
+        raise argparse.ArgumentTypeError(f"{path}: no such file (the chunks.jsonl of the dataset folder)")
+    return path
+
+
+def _chat(a: argparse.Namespace):
+    """The model of `ask` and `serve`, with the chunks it was trained on (--chunks overrides)."""
+    from memorize.chat import ChatModel
+
+    chat = ChatModel(a.model_dir, a.chunks)
+    if a.rag:
+        chat.require_documents()
+    elif not chat.chunks:
+        print(f"note: no chunks.jsonl beside {a.model_dir}: answers come without their evidence "
+              "(pass --chunks DATA/chunks.jsonl, DATA: the dataset folder the model was trained on)", file=sys.stderr)
+    return chat
+
+
+def cmd_ask(a: argparse.Namespace) -> int:
+    from memorize.chat import chat_loop
+    from memorize.evidence import evidence_line
+
+    chat = _chat(a)
+    top_k = a.top_k if a.rag else None
     if a.question is None:
-        chat_loop(chat, max_new_tokens=a.max_new_tokens, temperature=a.temperature, system=a.system)
+        chat_loop(chat, max_new_tokens=a.max_new_tokens, temperature=a.temperature, system=a.system, top_k=top_k)
         return 0
     messages = ([{"role": "system", "content": a.system}] if a.system else []) + [{"role": "user", "content": a.question}]
     if a.base and chat.base_name is None:
         print("--base needs the output folder of `memorize train` (an adapter, or full/ with its metrics.json): a merged "
               "model has no base model beside it", file=sys.stderr)
         return 2
+    if top_k:
+        messages = chat.with_documents(messages, top_k)
     for label, use_adapter in [("fine-tuned", True)] + ([("base", False)] if a.base else []):
         if a.base:
             print(f"{label}: ", end="", flush=True)
-        chat.reply(messages, a.max_new_tokens, a.temperature, use_adapter, on_text=lambda p: print(p, end="", flush=True))
+        text, _, _ = chat.reply(messages, a.max_new_tokens, a.temperature, use_adapter,
+                                on_text=lambda p: print(p, end="", flush=True))
         print()
+        if chat.evidence_index:
+            print(evidence_line(chat.evidence(a.question, text)))
     return 0
 
 
 def cmd_serve(a: argparse.Namespace) -> int:
-    from memorize.chat import serve_forever
+    from memorize.chat import exposure_warning, serve_forever
 
-    serve_forever(a.model_dir, a.host, a.port, a.max_batch, a.log_level)
+    key = os.environ.get(a.api_key_env) or None
+    try:  # before the model is loaded
+        warning = exposure_warning(a.host, key, a.api_key_env, a.insecure_no_auth)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if warning:
+        print(warning, file=sys.stderr)
+    serve_forever(_chat(a), a.host, a.port, a.log_level, max_batch=a.max_batch, api_key=key, max_queue=a.max_queue,
+                  max_prompt_tokens=a.max_prompt_tokens, rag=a.rag, top_k=a.top_k)
     return 0
 
 
@@ -203,7 +248,12 @@ def _groups(parser: argparse.ArgumentParser) -> dict[str, dict[str, argparse.Act
 
 
 def _coerce(action: argparse.Action, value, where: str):
-    """A YAML value checked as the flag would check it: its type, a list where the flag takes several."""
+    """A YAML value checked as the flag would check it: its type, a list where the flag takes several, and
+    null only where the flag may be left out with nothing (its default is none)."""
+    if value is None:
+        if action.required or action.default is not None:
+            raise ConfigError(f"{where}: null is not allowed here; give a value or leave the key out")
+        return None
     many = action.nargs in ("+", "*")
     values = value if isinstance(value, list) else [value]
     if isinstance(value, list) and not many:
@@ -212,6 +262,10 @@ def _coerce(action: argparse.Action, value, where: str):
         if not isinstance(value, bool):
             raise ConfigError(f"{where}: expected true or false, got {value!r}")
         return value
+    # int(2.9) is 2 and float(True) is 1.0: a YAML number of the wrong kind is an error, not a silent change.
+    if action.type in (int, float) and any(isinstance(v, bool) or (action.type is int and isinstance(v, float))
+                                           for v in values):
+        raise ConfigError(f"{where}: {value!r} is not a valid {action.type.__name__}")
     try:
         converted = [v if action.type is None else action.type(v) for v in values]
     except (TypeError, ValueError) as exc:
@@ -257,10 +311,14 @@ def apply_config(parser: argparse.ArgumentParser, path: str, command: str, other
 
 
 def effective_config(parser: argparse.ArgumentParser, args: argparse.Namespace) -> dict:
-    """The settings a run used, in the --config layout (written as config.yaml beside its outputs)."""
+    """The settings a run used, in the --config layout (written as config.yaml beside its outputs), with any
+    credentials in an endpoint URL masked."""
+    from memorize.llm import redact
+
     out: dict = {}
     for section, actions in _groups(parser).items():
-        values = {name: getattr(args, a.dest) for name, a in actions.items() if hasattr(args, a.dest)}
+        values = {name: redact(value) if name.endswith("base_url") and value else value
+                  for name, a in actions.items() if hasattr(args, a.dest) for value in [getattr(args, a.dest)]}
         if section:
             out[section] = values
         else:
@@ -271,8 +329,78 @@ def effective_config(parser: argparse.ArgumentParser, args: argparse.Namespace) 
 def _write_config(path: Path, config: dict) -> None:
     import yaml
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
+    write_text(path, yaml.safe_dump(config, sort_keys=False))
+
+
+def _recorded(args: argparse.Namespace) -> int:
+    """The command, its run's state kept in OUT/status.json (memorize.recorded_run): a run into OUT that did not
+    finish is named before, and this one's state after."""
+    out = Path(args.out)
+    if (previous := read_run_status(out)) and previous.get("state") != "finished":
+        print(f"note: the last run: {run_status_line(out)}", file=sys.stderr)
+    status = {}
+    try:
+        with recorded_run(out, args.command) as status:
+            status["exit_code"] = args.func(args)
+            return status["exit_code"]
+    finally:
+        if status:  # an error is printed once, by main()
+            print(f"status: {status['state']} ({out / STATUS_FILE})", file=sys.stderr)
+
+
+# Errors whose message names the file or setting and what to fix, by (module, class), with the exit status:
+# 2 for a bad input, 1 for a run that failed. They are printed as one `error:` line; any other error is a bug
+# and keeps its traceback. Looked up among the loaded modules: an error was raised by a module already loaded,
+# and `ask` need not import the flows to report a folder without a model.
+KNOWN_ERRORS = {
+    ("memorize.checks", "InputError"): 2,
+    ("memorize.evaluation", "QuestionFileError"): 2,
+    ("memorize.extract", "ExtractionError"): 2,
+    ("memorize.models", "ModelLoadError"): 2,
+    ("memorize.training", "TrainingInputError"): 2,
+    ("memorize.llm", "EndpointError"): 1,
+    ("memorize.hub", "HubError"): 1,
+    ("memorize.local_model", "ModelSetupError"): 1,
+    ("memorize.local_server", "ServerError"): 1,
+    ("flows.finetune", "SharedStorageError"): 1,
+    ("flows.pipeline", "PoolTimeoutError"): 1,
+}
+
+
+def known_error_status(exc: BaseException) -> int | None:
+    for (module, name), status in KNOWN_ERRORS.items():
+        cls = getattr(sys.modules.get(module), name, None)
+        if cls is not None and isinstance(exc, cls):
+            return status
+    return None
+
+
+class _KnownErrorsWithoutTraceback(logging.Filter):
+    """Prefect logs a failed flow or task run's exception with its traceback: for a known error the message
+    says it all."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and known_error_status(record.exc_info[1]) is not None:
+            record.exc_info = record.exc_text = None
+        return True
+
+
+_QUIET_KNOWN_ERRORS = _KnownErrorsWithoutTraceback()
+
+
+def _check_inputs(args: argparse.Namespace) -> None:
+    """What a command can check before it starts (memorize.checks): a bad input fails here, before
+    config.yaml is written and before any model is loaded or LLM asked."""
+    from memorize import checks
+
+    if args.command in ("dataset", "run"):
+        checks.documents(args.documents)
+    if args.command == "train":
+        checks.training_data(args.data_dir)
+    if args.command in ("train", "run"):
+        checks.scheduler(settings_from(args, "training").lr_scheduler)
+    if args.command in ("eval", "run"):
+        checks.evaluation(settings_from(args, "evaluation"))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -321,6 +449,10 @@ def build_parser() -> argparse.ArgumentParser:
                            "the output folder of `memorize train` (or `run`'s model/ folder), its adapter/ or a merged/ "
                            "model; an adapter's base model is read from its config.")
         p.add_argument("model_dir", help="output folder of `memorize train`, an adapter folder or a merged model")
+        p.add_argument("--chunks", type=_chunks_file, metavar="FILE", help="the chunks.jsonl of the dataset the model "
+                       "was trained on (default: the copy `train` wrote beside the model), for evidence and --rag")
+        p.add_argument("--top-k", type=_positive, default=EvalSettings.model_fields["top_k"].default,
+                       help="chunks retrieved with --rag (default %(default)s, as evaluation's in-context system)")
         return p
 
     p = model_parser("ask", "ask the fine-tuned model; with no question, chat in the terminal",
@@ -330,16 +462,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-new-tokens", type=int, default=256, help="(default %(default)s)")
     p.add_argument("--temperature", type=float, default=0.0, help="0 answers greedily (default %(default)s)")
     p.add_argument("--system", help="a system prompt (the training rows have none)")
+    p.add_argument("--rag", action="store_true", help="answer with the top-k chunks retrieved for the question in "
+                   "the prompt (evaluation's fine-tuned + retrieval system)")
     p.set_defaults(func=cmd_ask)
 
     p = model_parser("serve", "serve the fine-tuned model on an OpenAI-compatible endpoint",
                      "POST /v1/chat/completions (streaming too), GET /v1/models and /health. The fine-tuned model "
                      "is served under MODEL_DIR's folder name and, for an adapter, the base model under its own "
-                     "name. Any OpenAI client, Open WebUI or agent framework can use it.")
-    p.add_argument("--host", default="127.0.0.1", help="(default %(default)s; 0.0.0.0 to serve other machines)")
+                     "name; with --rag, each also as NAME+rag, answering with the retrieved chunks. With the chunks "
+                     "the model was trained on, every response carries `evidence`: the passage that supports the "
+                     "answer, or null. Any OpenAI client, Open WebUI or agent framework can use it.")
+    p.add_argument("--host", default="127.0.0.1", help="(default %(default)s; 0.0.0.0 to serve other machines, "
+                   "which needs an API key)")
     p.add_argument("--port", type=int, default=8000, help="(default %(default)s)")
+    p.add_argument("--api-key-env", default=API_KEY_ENV, metavar="NAME", help="environment variable holding the key "
+                   "that every request but /health must send as `Authorization: Bearer KEY` (default %(default)s; "
+                   "unset: no key, loopback only)")
+    p.add_argument("--insecure-no-auth", action="store_true", help="serve a non-loopback --host without a key")
     p.add_argument("--max-batch", type=int, default=8, help="requests answered together in one batch, when they "
                    "arrive together (default %(default)s; 1: one at a time)")
+    p.add_argument("--max-queue", type=_positive, default=DEFAULT_MAX_QUEUE, help="requests waiting or generating at "
+                   "once; more are answered 429 (default %(default)s)")
+    p.add_argument("--max-prompt-tokens", type=_positive, help="longest prompt accepted (default: the model's context)")
+    p.add_argument("--rag", action="store_true", help="also serve each model as NAME+rag: answers with the top-k "
+                   "chunks retrieved for the last user message in the prompt")
     p.add_argument("--log-level", default="warning", help="uvicorn's; `info` logs every request (default %(default)s)")
     p.set_defaults(func=cmd_serve)
 
@@ -391,7 +537,8 @@ def main(argv: list[str] | None = None) -> int:
     # The temporary server takes 13-18 s to start on an idle 2-core machine; Prefect gives up after 20 s,
     # which a busy machine exceeds (seen: "Timed out while attempting to connect to ephemeral Prefect API").
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
-    from memorize.models import ModelLoadError
+    for name in ("prefect.flow_runs", "prefect.task_runs"):
+        logging.getLogger(name).addFilter(_QUIET_KNOWN_ERRORS)
 
     def stop(signum, frame):
         """Ctrl-C and SIGTERM: stop local generator servers and retries at once, then unwind (caches kept).
@@ -408,12 +555,11 @@ def main(argv: list[str] | None = None) -> int:
         if args.command in CONFIGURABLE:
             for section in filter(None, _groups(commands[args.command])):
                 settings_from(args, section)  # a bad setting is reported before anything is written
+            _check_inputs(args)
             if not getattr(args, "dry_run", False):  # train and eval have no dry run
                 _write_config(Path(args.out) / "config.yaml", effective_config(commands[args.command], args))
+                return _recorded(args)
         return args.func(args)
-    except ModelLoadError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
     except ValidationError as exc:  # a setting out of range, an unknown style or augmentation kind
         flags = {n: _dest(f, n) for model, _ in SECTIONS.values() for n, f in model.model_fields.items()}
         for e in exc.errors():
@@ -424,6 +570,12 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted; what was finished is kept (cached LLM calls, written files): re-run the same command to continue", file=sys.stderr)
         return 130
+    except Exception as exc:
+        status = known_error_status(exc)
+        if status is None:
+            raise
+        print(f"error: {exc}", file=sys.stderr)
+        return status
     finally:
         for s, handler in previous.items():
             signal.signal(s, handler)

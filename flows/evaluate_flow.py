@@ -7,6 +7,7 @@ from pathlib import Path
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
+from memorize import checks
 from memorize.answering import answer_cache_file
 from memorize.evaluation import LABELS, SYSTEMS, forgetting_line, pct, seen_warning
 from memorize.local_model import resolve_model
@@ -49,6 +50,7 @@ def evaluate_flow(
     """Answer the held-out generated questions and your question file with the base model, the
     fine-tuned adapter, and both given the top-k retrieved chunks; write eval.json, eval.md, accuracy.png
     and coverage.png to OUT. chat_template: the one training used, for models without one."""
+    checks.evaluation(settings)  # before any model is loaded
     base_model = resolve_model(base_model)
     summary = evaluate_task(base_model, adapter_dir, data_dir, out, settings, progress,
                             str(answer_cache_file(base_model)), chat_template)

@@ -6,12 +6,12 @@ from pathlib import Path
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_link_artifact, create_markdown_artifact
 
-from memorize import DEFAULT_CACHE_DIR
+from memorize import DEFAULT_CACHE_DIR, status_note
 from memorize.local_model import resolve_model
 from memorize.settings import TrainSettings
-from memorize.training import TrainConfig, saved_model
-from tasks.caching import result_storage
-from tasks.train import train_task
+from memorize.training import TrainConfig
+from tasks.caching import cached, result_storage
+from tasks.train import still_on_disk, train_task, training_key
 
 
 class SharedStorageError(RuntimeError):
@@ -62,11 +62,15 @@ def finetune(
     require_shared_path(Path(data_dir) / "train.jsonl", "training data")
     config = TrainConfig(base_model=resolve_model(base_model), data_dir=data_dir, output_dir=output_dir,
                          **settings.model_dump())
-    # A cached result is only good while what it trained is still on disk.
-    refresh = saved_model(output_dir) is None
-    summary = train_task.with_options(result_storage=result_storage(cache_dir), refresh_cache=refresh)(
-        config, progress)
-    create_markdown_artifact(key="finetune-curves", markdown=_losses_markdown(summary))
+    storage = result_storage(cache_dir)
+    # A cached result is only good while the model it saved is still the one on disk.
+    hit = cached(storage, training_key(config))
+    refresh = hit is not None and not still_on_disk(hit)
+    if refresh:
+        get_run_logger().info(f"{hit['adapter_dir']} no longer holds the model of the cached run with these "
+                              "settings (another run replaced it): training again")
+    summary = train_task.with_options(result_storage=storage, refresh_cache=refresh)(config, progress)
+    create_markdown_artifact(key="finetune-curves", markdown=_losses_markdown(summary) + status_note(output_dir))
     if summary["hub_url"]:
         create_link_artifact(key="finetune-adapter", link=summary["hub_url"], description="adapter on the Hub")
     get_run_logger().info(f"fine-tuned weights saved to {summary['adapter_dir']}")

@@ -7,6 +7,7 @@ greedily up to the token budget, with a small overlap of whole sentences.
 from __future__ import annotations
 
 import hashlib
+import os
 import re
 from dataclasses import asdict, dataclass
 from functools import lru_cache
@@ -94,10 +95,28 @@ def _windows(sentences: list[tuple[str, int]], max_tokens: int, overlap: int) ->
     return windows
 
 
-def chunk_document(doc: Document, max_tokens: int = 500, overlap: int = 40) -> list[Chunk]:
+def source_names(paths: list[str | Path], inputs: list[str | Path]) -> dict[str, str]:
+    """{path: the document's name in chunks and pairs}, in order: its path relative to the innermost folder
+    holding every input (a folder given, or the folder of a file given), so that a/rules.md and b/rules.md, or
+    a web export's many index.html, stay apart, and no absolute local path reaches a dataset. A file found
+    twice (in a folder and by name) appears once."""
+    if not paths:
+        return {}
+    absolute = [os.path.abspath(p) for p in paths]
+    roots = [os.path.abspath(i) if Path(i).is_dir() else os.path.dirname(os.path.abspath(i)) for i in inputs]
+    root = os.path.commonpath([*roots, *absolute])
+    names: dict[str, str] = {}
+    for path, a in zip(paths, absolute):
+        names.setdefault(Path(os.path.relpath(a, root)).as_posix(), str(path))
+    return {path: name for name, path in names.items()}
+
+
+def chunk_document(doc: Document, max_tokens: int = 500, overlap: int = 40, source: str | None = None) -> list[Chunk]:
+    """The document's chunks, named after `source` (default: its path; see source_names): ids are
+    SOURCE#NNNN, unique across documents whose sources differ."""
     if max_tokens < 32:
         raise ValueError(f"chunk size must be at least 32 tokens, got {max_tokens}")
-    stem = Path(doc.path).stem
+    source = source or doc.path
     chunks: list[Chunk] = []
     for page in doc.pages:
         sentences = []
@@ -109,8 +128,8 @@ def chunk_document(doc: Document, max_tokens: int = 500, overlap: int = 40) -> l
             text = "".join(s for s, _ in window).strip()
             chunks.append(
                 Chunk(
-                    chunk_id=f"{stem}-{len(chunks):04d}",
-                    source=doc.path,
+                    chunk_id=f"{source}#{len(chunks):04d}",
+                    source=source,
                     page_start=page.number,
                     page_end=page.number,
                     index=len(chunks),

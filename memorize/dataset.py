@@ -7,6 +7,8 @@ import json
 import random
 from pathlib import Path
 
+from memorize import replacing
+
 DEFAULT_TEST_RATIO = 1 / 11  # about 10:1
 
 
@@ -43,8 +45,8 @@ def chat_rows(pairs: list[dict], pairs_per_row: int, seed: int = 0) -> list[dict
     return rows
 
 
-def _write_jsonl(path: Path, rows: list[dict]) -> None:
-    with open(path, "w", encoding="utf-8") as f:
+def write_jsonl(path: Path, rows: list[dict]) -> None:
+    with replacing(path) as tmp, open(tmp, "w", encoding="utf-8") as f:
         for row in rows:
             f.write(json.dumps(row, ensure_ascii=False) + "\n")
 
@@ -55,7 +57,7 @@ def read_jsonl(path: Path) -> list[dict]:
 
 
 def _write_csv(path: Path, rows: list[dict]) -> None:
-    with open(path, "w", encoding="utf-8", newline="") as f:
+    with replacing(path) as tmp, open(tmp, "w", encoding="utf-8", newline="") as f:
         w = csv.writer(f)
         w.writerow(["messages"])
         for row in rows:
@@ -63,23 +65,25 @@ def _write_csv(path: Path, rows: list[dict]) -> None:
 
 
 def write_dataset(out_dir: Path, qa: list[dict], pairs_per_row: int, seed: int = 0) -> dict[str, int]:
-    """Write qa.jsonl, {train,test}.{jsonl,csv} and dataset/ (a DatasetDict); return row counts."""
+    """Write qa.jsonl, {train,test}.{jsonl,csv} and dataset/ (a DatasetDict), each in place of the old one at
+    once (memorize.replacing); return row counts."""
     from datasets import Dataset, DatasetDict, Features, List, Value
     from datasets.utils.logging import disable_progress_bar
 
     disable_progress_bar()  # one bar per split for a few rows is noise
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    _write_jsonl(out_dir / "qa.jsonl", qa)
+    write_jsonl(out_dir / "qa.jsonl", qa)
     splits = {}
     for split in ("train", "test"):
         rows = chat_rows([p for p in qa if p["split"] == split], pairs_per_row, seed)
-        _write_jsonl(out_dir / f"{split}.jsonl", rows)
+        write_jsonl(out_dir / f"{split}.jsonl", rows)
         _write_csv(out_dir / f"{split}.csv", rows)
         splits[split] = rows
     features = Features({"messages": List({"role": Value("string"), "content": Value("string")})})
     # An empty split is left out: datasets writes no shard for it and cannot load it back.
-    DatasetDict(
-        {k: Dataset.from_dict({"messages": [r["messages"] for r in v]}, features=features) for k, v in splits.items() if v}
-    ).save_to_disk(str(out_dir / "dataset"))
+    with replacing(out_dir / "dataset") as tmp:
+        DatasetDict(
+            {k: Dataset.from_dict({"messages": [r["messages"] for r in v]}, features=features) for k, v in splits.items() if v}
+        ).save_to_disk(str(tmp))
     return {"train_rows": len(splits["train"]), "test_rows": len(splits["test"])}

@@ -55,14 +55,18 @@ def normalize(text: str) -> str:
 def find_documents(inputs: list[str | Path]) -> tuple[list[Path], list[dict]]:
     """Expand folders (recursively) into supported files; an explicit file must exist (an unsupported one is
     kept, so that extraction reports it as a failure). Returns (documents, skipped): every other file found
-    in a folder, with the reason, so that nothing is left out without a word."""
+    in a folder, with the reason, so that nothing is left out without a word. Symbolic links inside a folder
+    are skipped: one could point anywhere (~/.ssh), and its content would end up in a dataset."""
     found: list[Path] = []
     skipped: list[dict] = []
     for item in inputs:
         p = Path(item)
         if p.is_dir():
-            for f in sorted(f for f in p.rglob("*") if f.is_file()):
-                if f.suffix.lower() in SUPPORTED_SUFFIXES:
+            for f in sorted(f for f in p.rglob("*") if f.is_symlink() or f.is_file()):
+                if f.is_symlink():
+                    skipped.append({"file": str(f), "reason": "a symbolic link (not followed; copy the file "
+                                    "into the folder, or name it on the command line)"})
+                elif f.suffix.lower() in SUPPORTED_SUFFIXES:
                     found.append(f)
                 else:
                     skipped.append({"file": str(f), "reason": _unsupported(f)})
@@ -80,7 +84,6 @@ def _unsupported(path: Path) -> str:
 
 def _pdf_pages(path: Path) -> list[Page]:
     from pypdf import PdfReader
-    from pypdf.errors import PdfReadError
 
     try:
         reader = PdfReader(path)
@@ -96,7 +99,7 @@ def _pdf_pages(path: Path) -> list[Page]:
         pages = [Page(i + 1, normalize(page.extract_text() or "")) for i, page in enumerate(reader.pages)]
     except ExtractionError:
         raise
-    except (PdfReadError, ValueError, KeyError, TypeError, OSError) as exc:
+    except Exception as exc:  # pypdf raises many types on damaged files (PdfReadError, KeyError, AssertionError, ...)
         raise ExtractionError(path, f"corrupt or unreadable PDF ({type(exc).__name__}: {exc})") from exc
     if not pages:
         raise ExtractionError(path, "the PDF has no pages")

@@ -3,7 +3,6 @@ already holds), turn the replies and the teacher-free pairs into the dataset's r
 dataset folder. The flow `build-dataset` adds task submission, retries, progress and artifacts."""
 from __future__ import annotations
 
-import json
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -12,7 +11,7 @@ from pathlib import Path
 from memorize import content_key
 from memorize.abstain import abstention_pairs
 from memorize.chunking import Chunk
-from memorize.dataset import assign_split, ensure_test_pair, write_dataset
+from memorize.dataset import assign_split, ensure_test_pair, write_dataset, write_jsonl
 from memorize.filtering import filter_pairs
 from memorize.llm import Generation
 from memorize.local_model import DEFAULT_MODEL_NAME
@@ -112,9 +111,7 @@ def write(out_dir: Path, qa: list[dict], chunks: list[Chunk], context: str, job:
           settings: GenerationSettings) -> dict:
     """Write the dataset folder (qa.jsonl, train/test, dataset/, chunks.jsonl); return the report's figures."""
     figures = write_dataset(out_dir, qa, settings.pairs_per_row, settings.seed)
-    with open(out_dir / "chunks.jsonl", "w", encoding="utf-8") as f:
-        for c in chunks:
-            f.write(json.dumps(c.to_dict(), ensure_ascii=False) + "\n")
+    write_jsonl(out_dir / "chunks.jsonl", [c.to_dict() for c in chunks])
     s = settings
     return {**figures, "qa_pairs": len(qa), "pairs_by_origin": dict(Counter(p["origin"] for p in qa)),
             "settings": {"context": context, "model": job.model_name, "temperatures": job.temperatures,

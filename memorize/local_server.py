@@ -59,7 +59,9 @@ def serve(model_dir: str, log_path: Path, startup_timeout: float = 300.0, thread
     max_batch: requests answered together in one batch (1: one at a time)."""
     port = free_port()
     cmd = [sys.executable, "-m", "memorize.chat", model_dir, str(port), str(max_batch)]
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", **({"OMP_NUM_THREADS": str(threads)} if threads else {})}
+    # The server needs no credential: no key or token of this process reaches it (OPENAI_API_KEY, HF_TOKEN, ...).
+    env = {k: v for k, v in os.environ.items() if not k.upper().endswith(("_KEY", "_TOKEN", "_SECRET", "_PASSWORD"))}
+    env.update({"HF_HUB_OFFLINE": "1", **({"OMP_NUM_THREADS": str(threads)} if threads else {})})
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "ab") as log:
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env,

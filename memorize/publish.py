@@ -6,9 +6,17 @@ from pathlib import Path
 from memorize.hub import HubError, hub_token
 
 
+def public_name(value):
+    """A local path as its last part, for what is pushed to the Hub: a card must not tell where files lie
+    on this machine. Anything else (a Hub id, a number, a sentence) as it is."""
+    if isinstance(value, str) and (Path(value).is_absolute() or Path(value).exists()):
+        return Path(value).name
+    return value
+
+
 def dataset_card(repo_id: str, report: dict, settings: dict) -> str:
     docs = "\n".join(f"- `{Path(d).name}`" for d in report.get("documents", []))
-    lines = "\n".join(f"| {k} | {v} |" for k, v in settings.items())
+    lines = "\n".join(f"| {k} | {public_name(v)} |" for k, v in settings.items())
     from huggingface_hub import DatasetCardData
 
     return f"""---

@@ -22,6 +22,7 @@ from pathlib import Path
 import torch
 from transformers import TrainerCallback
 
+from memorize import replacing, write_json
 from memorize.models import (
     best_dtype, context_length, load_model, load_tokenizer, quantization_config,
 )
@@ -360,12 +361,15 @@ def _history(log_history: list[dict]) -> dict:
 
 def train(config: TrainConfig, progress: bool = True) -> TrainResult:
     """Train a LoRA adapter (or every weight, --full); save it, metrics.json and loss_curve.png under
-    config.output_dir. With `seeds` > 1, train that many times and save the average of the updates."""
+    config.output_dir. With `seeds` > 1, train that many times and save the average of the updates.
+    The weights are saved beside adapter/ (full/, merged/) and put in its place only once all of them are:
+    until then the folder keeps the last good model, whatever stops this run."""
     config = resolve(config)
     out = Path(config.output_dir)
     adapter_dir = model_dir(out, config.full)
-    # `ask`/`serve` look for adapter/ before full/: an earlier run's other kind must not answer for this one.
-    shutil.rmtree(model_dir(out, not config.full), ignore_errors=True)
+    for name in ("adapter", "full", "merged"):  # what a killed run was saving (memorize.replacing)
+        for stale in out.glob(f".{name}.*.tmp"):
+            shutil.rmtree(stale, ignore_errors=True)
     soup = []
     if config.seeds == 1:
         trainer, tokenizer, history = _fit(config, progress)
@@ -380,17 +384,32 @@ def train(config: TrainConfig, progress: bool = True) -> TrainResult:
             history["soup_eval_loss"] = trainer.evaluate()["eval_loss"]
     if config.full and config.adapter_scale != 1:
         interpolate_toward_base(trainer.model, config.base_model, config.adapter_scale)
-    trainer.model.save_pretrained(adapter_dir)
-    tokenizer.save_pretrained(adapter_dir)
-    if soup and not config.full:
-        _save_lora_soup(adapter_dir, soup)
-        trainer.model.load_adapter(str(adapter_dir), adapter_name="soup")
-        trainer.model.set_adapter("soup")
-        history["soup_eval_loss"] = trainer.evaluate()["eval_loss"]
-    if not config.full and config.adapter_scale != 1:
-        scale_adapter(adapter_dir, config.adapter_scale)
-    del trainer
-    _free_memory()  # the merge below reloads the base model
+    merged_dir = out / "merged" if config.merge else None
+    with replacing(adapter_dir) as staged:
+        trainer.model.save_pretrained(staged)
+        tokenizer.save_pretrained(staged)
+        if soup and not config.full:
+            _save_lora_soup(staged, soup)
+            trainer.model.load_adapter(str(staged), adapter_name="soup")
+            trainer.model.set_adapter("soup")
+            history["soup_eval_loss"] = trainer.evaluate()["eval_loss"]
+        if not config.full and config.adapter_scale != 1:
+            scale_adapter(staged, config.adapter_scale)
+        del trainer
+        _free_memory()  # the merge below reloads the base model
+        if merged_dir:
+            with replacing(merged_dir) as staged_merged:
+                # Reload the base unquantized (bf16 on GPU) so a QLoRA adapter merges into full-precision weights.
+                merged = load_model(config.base_model, adapter=str(staged), dtype=_dtype(config)).merge_and_unload()
+                merged.save_pretrained(staged_merged)
+                tokenizer.save_pretrained(staged_merged)
+                del merged
+                _free_memory()
+    # This run's weights are in place: an earlier run's other kind (`ask`/`serve` look for adapter/ before full/)
+    # or merged model must not answer for it.
+    shutil.rmtree(model_dir(out, not config.full), ignore_errors=True)
+    if not merged_dir:
+        shutil.rmtree(out / "merged", ignore_errors=True)
 
     selected = history["selected_epoch"]
     # The losses of what was saved: the selected epoch's when an earlier epoch won; a soup's own.
@@ -408,19 +427,12 @@ def train(config: TrainConfig, progress: bool = True) -> TrainResult:
         "final_eval_loss": (saved or history["eval_losses"])[-1]["loss"],
     }
     metrics_path = out / "metrics.json"
-    metrics_path.write_text(json.dumps(metrics, indent=2))
+    write_json(metrics_path, metrics, indent=2)
+    if (chunks := Path(config.data_dir) / "chunks.jsonl").exists():  # what it learned: evidence and --rag (chat.py)
+        with replacing(out / "chunks.jsonl") as tmp:
+            shutil.copyfile(chunks, tmp)
     loss_curve_path = out / "loss_curve.png"
     _plot(loss_curve_path, history)
-
-    merged_dir = None
-    if config.merge:
-        # Reload the base unquantized (bf16 on GPU) so a QLoRA adapter merges into full-precision weights.
-        merged = load_model(config.base_model, adapter=str(adapter_dir), dtype=_dtype(config)).merge_and_unload()
-        merged_dir = out / "merged"
-        merged.save_pretrained(merged_dir)
-        tokenizer.save_pretrained(merged_dir)
-        del merged
-        _free_memory()
 
     hub_url = None
     if config.hub_repo:
@@ -599,7 +611,8 @@ def _plot(path: Path, history: dict) -> None:
         handles = [a + b for a, b in zip(handles, qa.get_legend_handles_labels())]
     ax.legend(*handles, loc="upper right")
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    with replacing(path) as tmp:
+        fig.savefig(tmp, dpi=100, format="png")
     plt.close(fig)
 
 
@@ -607,10 +620,13 @@ def model_card(config: TrainConfig, metrics: dict, eval_results: dict | None = N
     """README.md for the Hub: base model, data, hyperparameters, losses and optional evaluation results."""
     from huggingface_hub import ModelCardData
 
+    from memorize.publish import public_name
+
+    base = public_name(config.base_model)
     # The Hub checks that base_model names a Hub repo: a local folder is left out.
     data = ModelCardData(library_name="transformers" if config.full else "peft",
                          tags=["memorize", "sft", "trl", *([] if config.full else ["lora"])],
-                         base_model=None if Path(config.base_model).exists() else config.base_model)
+                         base_model=config.base_model if base == config.base_model else None)
     front = ["---", data.to_yaml(), "---"]
     hp = metrics["hyperparameters"]
     keys = (*(() if config.full else ("lora_r", "lora_alpha", "lora_dropout", "target_modules", "qlora")),
@@ -621,11 +637,12 @@ def model_card(config: TrainConfig, metrics: dict, eval_results: dict | None = N
         *front,
         f"# {config.hub_repo or 'memorize ' + ('model' if config.full else 'adapter')}",
         "",
-        f"{what} `{config.base_model}` trained with memorize to memorize a document set (closed-book question "
+        f"{what} `{base}` trained with memorize to memorize a document set (closed-book question "
         "answering).",
         "",
         "## Training data",
-        f"Synthetic question/answer conversations from `{config.data_dir}`; loss on assistant tokens only.",
+        f"Synthetic question/answer conversations from `{public_name(config.data_dir)}`; loss on assistant tokens "
+        "only.",
         "",
         "## Hyperparameters",
         "| name | value |", "|---|---|",
@@ -646,7 +663,7 @@ def model_card(config: TrainConfig, metrics: dict, eval_results: dict | None = N
         lines += ["", "## Evaluation", "| metric | value |", "|---|---|", *(f"| {k} | {v} |" for k, v in eval_results.items())]
     usage = [f"model = AutoModelForCausalLM.from_pretrained({config.hub_repo or 'MODEL_DIR'!r})"] if config.full else [
         "from peft import PeftModel",
-        f"base = AutoModelForCausalLM.from_pretrained({config.base_model!r})",
+        f"base = AutoModelForCausalLM.from_pretrained({base!r})",
         f"model = PeftModel.from_pretrained(base, {config.hub_repo or 'ADAPTER_DIR'!r})"]
     lines += ["", "## Usage", "```python", "from transformers import AutoModelForCausalLM", *usage, "```", ""]
     return "\n".join(lines)

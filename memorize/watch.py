@@ -2,10 +2,13 @@
 from __future__ import annotations
 
 import json
+import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from memorize import write_json
+from memorize.checks import InputError
 from memorize.extract import file_sha256, find_documents
 
 CHANGE_EVENT = "memorize.document.changed"
@@ -31,7 +34,19 @@ class Watcher:
     payload: dict  # what the triggered build-dataset run needs: context, out, cache_dir, ...
 
     def _load(self) -> dict[str, str]:
-        return json.loads(self.state_file.read_text()) if self.state_file.exists() else {}
+        """The hashes of the last poll; a damaged state file counts as none (each document is announced again:
+        the content-keyed cache makes that cost little) with a warning, instead of stopping the watcher."""
+        if not self.state_file.exists():
+            return {}
+        try:
+            state = json.loads(self.state_file.read_text(encoding="utf-8"))
+            if isinstance(state, dict) and all(isinstance(k, str) and isinstance(v, str) for k, v in state.items()):
+                return state
+        except (ValueError, UnicodeDecodeError):  # JSONDecodeError is a ValueError
+            pass
+        logging.getLogger("memorize").warning(
+            "ignoring the damaged watch state %s: every document is announced again", self.state_file)
+        return {}
 
     def poll(self) -> dict[str, str]:
         """Emit one event per changed document and remember the new state; returns the changes."""
@@ -46,12 +61,13 @@ class Watcher:
                 payload={**self.payload, "folder": str(self.folder.resolve()), "path": path, "change": kind,
                          "sha256": current.get(path)},
             )
-        # Written after the events, so a crash re-announces rather than loses a change.
-        self.state_file.parent.mkdir(parents=True, exist_ok=True)
-        self.state_file.write_text(json.dumps(current, indent=1))
+        # Written after the events, so a crash re-announces rather than loses a change; whole or not at all.
+        write_json(self.state_file, current)
         return found
 
     def run(self, interval: float, once: bool = False) -> None:
+        if interval <= 0 and not once:
+            raise InputError(f"--interval: must be more than 0 seconds, got {interval:g}")
         while True:
             for path, kind in sorted(self.poll().items()):
                 print(f"{kind}: {path} -> event {CHANGE_EVENT}", flush=True)

@@ -4,16 +4,21 @@ paid per batch rather than per request (on 2 cores it, not the LLM, was the bott
 from __future__ import annotations
 
 from contextlib import nullcontext
+from dataclasses import asdict
 
 from prefect import task
-from prefect.filesystems import LocalFileSystem
-from prefect.results import ResultStore
 from prefect.tasks import exponential_backoff
 
-from memorize.llm import client_for, generate_pairs, is_transient
+from memorize.llm import Generation, client_for, generate_pairs, is_transient
 from memorize.local_server import STOPPING
 from memorize.qa_parse import ParseError
-from tasks.caching import cached
+from tasks.caching import JsonResultStorage, cached, store
+
+
+def cached_generation(storage: JsonResultStorage, key: str) -> Generation | None:
+    """The reply cached under key (stored as JSON: its pairs come back as lists), or None."""
+    hit = cached(storage, key)
+    return None if hit is None else Generation(**{**hit, "pairs": [tuple(p) for p in hit["pairs"]]})
 
 
 def _retry_transient(task, task_run, state) -> bool:
@@ -29,7 +34,7 @@ def _retry_transient(task, task_run, state) -> bool:
 @task(name="generate-qa", retries=4, retry_condition_fn=_retry_transient,
       retry_delay_seconds=exponential_backoff(backoff_factor=2), retry_jitter_factor=0.5,
       task_run_name="generate-{label}")
-def generate_batch_task(requests: list[dict], label: str, storage: LocalFileSystem, model: str,
+def generate_batch_task(requests: list[dict], label: str, storage: JsonResultStorage, model: str,
                         base_url: str | None, api_key_env: str, timeout: float = 120.0, parse_attempts: int = 3,
                         concurrency_limit: str | None = None, endpoint_model: str | None = None) -> dict:
     """requests: [{key, messages, temperature, max_tokens, schema}]. Returns {"generations": {key: Generation},
@@ -38,12 +43,11 @@ def generate_batch_task(requests: list[dict], label: str, storage: LocalFileSyst
 
     `model` is the model's name in the cache key; `endpoint_model`, when given, is what the endpoint
     calls it (the embedded server answers only to its folder path, which differs per machine)."""
-    store = ResultStore(result_storage=storage)
     client = client_for(base_url, api_key_env, timeout)
     generations, failures = {}, {}
     for r in requests:
         key = r["key"]
-        hit = cached(storage, key)
+        hit = cached_generation(storage, key)
         if hit is not None:
             generations[key] = hit
             continue
@@ -65,6 +69,6 @@ def generate_batch_task(requests: list[dict], label: str, storage: LocalFileSyst
                 raise
             failures[key] = (f"{type(exc).__name__}: {exc}", 1, 0)  # permanent (401, 400, ...): not retried
             continue
-        store.write(gen, key=key)  # persisted at once: a killed run keeps it
+        store(storage, key, asdict(gen))  # persisted at once: a killed run keeps it
         generations[key] = gen
     return {"generations": generations, "failures": failures}

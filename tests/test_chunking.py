@@ -25,8 +25,11 @@ def test_chunks_respect_budget_and_sentence_boundaries():
 
 def test_chunks_keep_source_pages_index_and_hash():
     chunks = chunk_document(_doc("Page one text.", "Page two text."), max_tokens=500)
-    assert [(c.page_start, c.page_end, c.index, c.chunk_id) for c in chunks] == [(1, 1, 0, "rules-0000"), (2, 2, 1, "rules-0001")]
+    assert [(c.page_start, c.page_end, c.index, c.chunk_id) for c in chunks] == [(1, 1, 0, "/x/rules.pdf#0000"),
+                                                                                  (2, 2, 1, "/x/rules.pdf#0001")]
     assert chunks[0].source == "/x/rules.pdf"
+    named = chunk_document(_doc("Page one text."), source="a/rules.pdf")
+    assert (named[0].chunk_id, named[0].source) == ("a/rules.pdf#0000", "a/rules.pdf")
     assert chunks[0].sha256 != chunks[1].sha256
 
 
