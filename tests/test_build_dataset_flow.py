@@ -206,7 +206,11 @@ def test_no_temperatures_builds_the_teacher_free_dataset_without_any_llm(prefect
     with FakeLLM() as llm:
         report = _run(llm, docs, tmp_path, temperatures=0, augment=["span", "reverse"])
         assert llm.requests == 0 and report["requests"] == 0
-        assert set(report["pairs_by_origin"]) == {"augment:span", "augment:reverse"} and report["train_rows"] > 0
+        assert set(report["pairs_by_origin"]) == {"augment:span", "augment:reverse", "abstain"}
+        assert report["train_rows"] > 0
+        # the abstention pairs are abstain_share (0.1) of them all, as far as the documents allow
+        assert 0 < report["pairs_by_origin"]["abstain"] <= round(0.1 / 0.9 * (report["qa_pairs"] - report[
+            "pairs_by_origin"]["abstain"]))
         with pytest.raises(ValueError, match="unknown augmentation"):
             _run(llm, docs, tmp_path, augment=["paraphrase"])
         assert llm.requests == 0  # refused before any call

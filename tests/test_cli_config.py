@@ -46,7 +46,7 @@ def test_a_run_writes_its_effective_config(prefect_server, setup, capsys):
     assert written["generation"]["request_timeout"] == 30  # field names, not flag names (--timeout)
     assert written["out"] == str(tmp_path / "out")
     report = json.loads((tmp_path / "out" / "report.json").read_text())
-    assert set(report["pairs_by_origin"]) == {"augment:span"} and report["llm_calls"] == 0  # the file's choice
+    assert set(report["pairs_by_origin"]) == {"augment:span", "abstain"} and report["llm_calls"] == 0  # the file's choice
 
 
 @pytest.mark.parametrize("bad, message", [

@@ -92,6 +92,7 @@ QUESTIONS_CSV = (
     "question,answer,must,kind\n"
     'What colour is the Kettle buoy in the Saltmere Lantern Regatta?,Orange.,"[[""orange""]]",direct\n'
     'How many people may crew a racing boat in the Saltmere Lantern Regatta?,At most four.,"[[""four"", ""4""]]",number\n'
+    "How old is Ilsa Brannock?,,,unanswerable\n"
 )
 
 
@@ -143,13 +144,16 @@ def test_evaluate_writes_reports(small_model, adapter_dir, data_dir, tmp_path):
         section = saved[system]
         scored = [r[system]["correct"] for r in records if r["set"] != "general"]
         assert section["accuracy"] == pytest.approx(sum(scored) / len(scored))  # the summary is of the records
-        assert (section["test_split"]["n"], section["questions"]["n"]) == (2, 2)
-        assert section["test_split"]["methods"] == {"f1": 2} and section["questions"]["methods"] == {"must": 2}
-        assert set(section["kinds"]) == {"direct", "number"}
+        assert (section["test_split"]["n"], section["questions"]["n"]) == (2, 3)
+        methods = section["questions"]["methods"]
+        assert sum(methods.values()) == 3 and methods.get("abstain", 0) >= 1  # the unanswerable one, at least
+        assert set(section["kinds"]) == {"direct", "number", "unanswerable"}
+        assert section["questions"]["unanswerable"]["n"] == 1 and section["questions"]["answerable"]["n"] == 2
         for name in ("test_split", "questions"):
             rows = [r[system] for r in records if r["set"] == name]
+            answerable = [r for r in rows if not r.get("unanswerable")]
             assert section[name]["accuracy"] == pytest.approx(sum(r["correct"] for r in rows) / len(rows))
-            assert section[name]["rouge_l"] == pytest.approx(sum(r["rouge_l"] for r in rows) / len(rows))
+            assert section[name]["rouge_l"] == pytest.approx(sum(r["rouge_l"] for r in answerable) / len(answerable))
     # The 400 shipped general-knowledge questions: the 135M base model gets about half of them.
     forgetting = saved["forgetting"]
     assert forgetting["n"] == 400 and forgetting["base_accuracy"] >= 0.4
@@ -160,10 +164,14 @@ def test_evaluate_writes_reports(small_model, adapter_dir, data_dir, tmp_path):
     assert paired["ci95"][0] <= paired["change"] <= paired["ci95"][1]
     assert "Forgetting:" in (out / "eval.md").read_text()
     assert saved["retrieval"] == {"top_k": 3, "n": 2, "hit_rate": 1.0}
-    assert saved["questions_seen_in_training"] == {"n": 0, "of": 2}  # the Kettle buoy is not the Heron buoy
+    assert saved["questions_seen_in_training"] == {"n": 0, "of": 3}  # the Kettle buoy is not the Heron buoy
 
-    assert len(records) == 4 + forgetting["n"]
-    assert all(("in_context" in r) == (r["set"] != "general") for r in records)
+    assert len(records) == 5 + forgetting["n"]
+    assert all(("in_context" in r) == ("fine_tuned_in_context" in r) == (r["set"] != "general") for r in records)
+    # the map of what it knows: every answerable question in a section of rules.md, with the counts
+    assert sum(row["n"] for row in saved["coverage"]) == 4
+    assert all(row["where"].startswith("rules.md") and set(row["accuracy"]) == set(SYSTEMS) for row in saved["coverage"])
+    assert (out / "coverage.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert any(r["base"]["answer"] != r["fine_tuned"]["answer"] for r in records), "the adapter changed nothing"
 
     md = (out / "eval.md").read_text()
@@ -186,7 +194,7 @@ def test_evaluate_without_adapter_uses_the_judge(small_model, data_dir, tmp_path
     assert summary["base"]["test_split"]["methods"] == {"judge": 2}
     assert summary["base"]["test_split"]["accuracy"] == 0.0
     assert summary["in_context"]["test_split"]["accuracy"] == 1.0
-    assert summary["base"]["questions"]["methods"] == {"must": 2}
+    assert summary["base"]["questions"]["methods"]["must"] == 2 and summary["base"]["questions"]["n"] == 3
     assert json.loads((tmp_path / "eval" / "eval.json").read_text())["fine_tuned"] is None
 
 
