@@ -66,7 +66,8 @@ def main() -> None:
           "| speed-up | identical answers |")
     print("|---|---|---|---|---|---|---|---|")
     for name, chunks, n, distinct, apart_m, shared_m, ratio, same in rows:
-        print(f"| {name} | {chunks} | {n} | {distinct} | {apart_m:.1f} | {shared_m:.1f} | {ratio:.1f}x | {same} of {n} |")
+        print(f"| {name} | {chunks} | {n} | {distinct} | {apart_m:.1f} | {shared_m:.1f} | {ratio:.1f}x "
+              f"| {same} of {n} |")
 
 
 if __name__ == "__main__":

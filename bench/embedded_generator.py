@@ -112,8 +112,8 @@ def measure(model: str, threads: int, batching: bool, busy: bool, temperature: f
             replies = []
 
             def ask(req):
-                fmt = ({"response_format": {"type": "json_schema", "json_schema": {"name": "pairs", "schema": req.schema}}}
-                       if structured else {})
+                schema = {"type": "json_schema", "json_schema": {"name": "pairs", "schema": req.schema}}
+                fmt = {"response_format": schema} if structured else {}
                 r = client.chat.completions.create(model=name, messages=req.messages, temperature=req.temperature,
                                                    max_tokens=args.max_tokens, **fmt)
                 replies.append((req, r))
@@ -160,8 +160,8 @@ def main() -> None:
         else:
             continue
         rows.append(r)
-        print(f"| {r['engine']} | {'on' if r['structured'] else 'off'} | {temperature} | {threads} | {batching} | {load} "
-              f"| {r['done']} / {r['sent']} | {r['seconds']} | {r['requests_per_min']} | {r['tokens_per_s']} "
+        print(f"| {r['engine']} | {'on' if r['structured'] else 'off'} | {temperature} | {threads} | {batching} "
+              f"| {load} | {r['done']} / {r['sent']} | {r['seconds']} | {r['requests_per_min']} | {r['tokens_per_s']} "
               f"| {r['parsed']} / {r['done']} | {r['pairs']} → {r['kept']} |", flush=True)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(rows, indent=2))

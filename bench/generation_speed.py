@@ -37,7 +37,8 @@ CONTEXT = "Operating manual of the fictional Brindle Canal lock system"
 def write_document(path: Path, chunks: int) -> None:
     paras = []
     for c in range(chunks):
-        paras.append(" ".join(f"Lock {c} rule {i}: boats of class {i % 5} wait {c + i} minutes at gate {i}." for i in range(12)))
+        paras.append(" ".join(f"Lock {c} rule {i}: boats of class {i % 5} wait {c + i} minutes at gate {i}."
+                              for i in range(12)))
     path.write_text("\n\n".join(paras))
 
 
@@ -93,12 +94,14 @@ def main() -> None:
     ideal = n / args.concurrency * args.delay
     figures = {
         "requests": n, "chunks": len(chunks), "temperatures": args.temperatures, "delay_s": args.delay,
-        "concurrency": args.concurrency, "sequential_s": round(sequential, 2), "thread_pool_s": round(threads, 2), "flow_cold_s": round(cold, 2),
-        "flow_warm_s": round(warm, 2), "ideal_s": round(ideal, 2),
+        "concurrency": args.concurrency, "sequential_s": round(sequential, 2), "thread_pool_s": round(threads, 2),
+        "flow_cold_s": round(cold, 2), "flow_warm_s": round(warm, 2), "ideal_s": round(ideal, 2),
         "speedup_vs_sequential": round(sequential / cold, 1), "cold_vs_ideal": round(cold / ideal, 2),
-        "warm_vs_cold": round(warm / cold, 3), "qa_pairs": cold_report["qa_pairs"], "failures": len(cold_report["failures"]),
+        "warm_vs_cold": round(warm / cold, 3), "qa_pairs": cold_report["qa_pairs"],
+        "failures": len(cold_report["failures"]),
     }
-    print(f"{n} requests ({len(chunks)} chunks x {args.temperatures} temperatures), endpoint delay {args.delay}s, concurrency {args.concurrency}")
+    print(f"{n} requests ({len(chunks)} chunks x {args.temperatures} temperatures), endpoint delay {args.delay}s, "
+          f"concurrency {args.concurrency}")
     print(f"  sequential loop     {sequential:7.2f} s")
     print(f"  plain thread pool   {threads:7.2f} s   (no Prefect, no cache: {threads / ideal:.2f}x the ideal)")
     print(f"  flow, cold          {cold:7.2f} s   {figures['speedup_vs_sequential']}x faster than sequential, "

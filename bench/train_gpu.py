@@ -143,7 +143,8 @@ def run_setup(setup: str, model_dir: Path, data_dir: Path, work: Path, steps: in
         config = TrainConfig(base_model=str(model_dir), data_dir=str(data_dir), output_dir=str(work / setup),
                              max_length=seq_len, max_steps=warmup + steps, logging_steps=steps,
                              qlora=setup == "qlora", gradient_checkpointing=setup == "qlora",
-                             # speed and memory of training itself: random weights have no answers to replay or select by
+                             # speed and memory of training itself: random weights have no answers to replay or
+                             # select by
                              replay_ratio=0, select_epoch=False)
         trainer, _ = build_trainer(config, progress=False, callbacks=[timer])
     trainable = sum(p.numel() for p in trainer.model.parameters() if p.requires_grad)

@@ -7,7 +7,12 @@ from contextlib import ExitStack
 from pathlib import Path
 
 from prefect import flow, get_run_logger
-from prefect.artifacts import create_markdown_artifact, create_progress_artifact, create_table_artifact, update_progress_artifact
+from prefect.artifacts import (
+    create_markdown_artifact,
+    create_progress_artifact,
+    create_table_artifact,
+    update_progress_artifact,
+)
 from prefect.futures import as_completed
 from prefect.task_runners import ThreadPoolTaskRunner
 from prefect.tasks import exponential_backoff
@@ -153,6 +158,17 @@ def build_dataset(
     """Build a chat-format QA dataset from documents; returns the report also written to OUT/report.json.
 
     With no settings.base_url, a small local instruct model is served on loopback (memorize.local_server).
+
+    Args:
+        documents: Files or folders of documents (PDF, text, Markdown, docx, pptx, xlsx, HTML, EPUB), as
+            paths the workers can see.
+        context: One sentence saying what the documents are, e.g. "International touch rugby rules"; it
+            opens every generation prompt and names the documents in teacher-free questions.
+        out: Output folder of the dataset (qa.jsonl, train/test JSONL and CSV, dataset/, report.json).
+        settings: Settings of question generation.
+        cache_dir: Folder of cached results (extraction, LLM replies), shared by runs that should reuse them.
+        dry_run: Only count the requests and estimate their cost; ask nothing, write nothing.
+        progress: Show a progress bar in the terminal.
     """
     logger, started, out_dir, s = get_run_logger(), time.perf_counter(), Path(out), settings
     storage = result_storage(cache_dir)

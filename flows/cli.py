@@ -15,8 +15,16 @@ from typing import Union, get_args, get_origin
 from pydantic import ValidationError
 from pydantic.fields import FieldInfo
 
-from memorize import (API_KEY_ENV, DEFAULT_CACHE_DIR, DEFAULT_MAX_QUEUE, STATUS_FILE, read_run_status,
-                      recorded_run, run_status_line, write_text)
+from memorize import (
+    API_KEY_ENV,
+    DEFAULT_CACHE_DIR,
+    DEFAULT_MAX_QUEUE,
+    STATUS_FILE,
+    read_run_status,
+    recorded_run,
+    run_status_line,
+    write_text,
+)
 from memorize.settings import EvalSettings, GenerationSettings, TrainSettings
 
 EPILOG = """Keys come from the environment only: the LLM endpoint's key from the variable named by
@@ -73,7 +81,8 @@ def _add_paths(p: argparse.ArgumentParser, out_help: str, documents: bool = Fals
                        help='one sentence saying what the documents are, e.g. "International touch rugby rules"')
     p.add_argument("--out", required=True, help=out_help)
     if cache:
-        p.add_argument("--cache-dir", default=DEFAULT_CACHE_DIR, help="where cached results live (default %(default)s)")
+        p.add_argument("--cache-dir", default=DEFAULT_CACHE_DIR,
+                       help="where cached results live (default %(default)s)")
 
 
 def _add_base_model(p: argparse.ArgumentParser) -> None:
@@ -84,8 +93,8 @@ def _add_base_model(p: argparse.ArgumentParser) -> None:
 def cmd_dataset(a: argparse.Namespace) -> int:
     from flows.build_dataset import build_dataset
 
-    report = build_dataset(documents=a.documents, context=a.context, out=a.out, settings=settings_from(a, "generation"),
-                           cache_dir=a.cache_dir, dry_run=a.dry_run)
+    report = build_dataset(documents=a.documents, context=a.context, out=a.out,
+                           settings=settings_from(a, "generation"), cache_dir=a.cache_dir, dry_run=a.dry_run)
     print(json.dumps({k: v for k, v in report.items() if k != "settings"}, indent=2))
     for f in report["failures"]:  # what did not make it into the dataset: a document, a request, a push
         print(f"error: {f['file']}: {f['reason']}", file=sys.stderr)
@@ -102,8 +111,8 @@ def cmd_train(a: argparse.Namespace) -> int:
     from flows.finetune import finetune
     from flows.pipeline import train_remotely
 
-    params = dict(data_dir=a.data_dir, output_dir=a.out, base_model=a.base_model, settings=settings_from(a, "training"),
-                  cache_dir=a.cache_dir)
+    params = dict(data_dir=a.data_dir, output_dir=a.out, base_model=a.base_model,
+                  settings=settings_from(a, "training"), cache_dir=a.cache_dir)
     result = train_remotely(a.train_on_pool, params) if a.train_on_pool else finetune(**params)
     print(json.dumps({k: v for k, v in result.items() if not k.endswith("losses")}, indent=2))
     return 0
@@ -125,10 +134,14 @@ def cmd_run(a: argparse.Namespace) -> int:
                                train_on_pool=a.train_on_pool, generation=settings_from(a, "generation"),
                                training=settings_from(a, "training"), evaluation=settings_from(a, "evaluation"),
                                cache_dir=a.cache_dir)
+    from memorize.evaluation import example_lines
+
     tuned = Path(result["adapter_dir"]).relative_to(result["out"])
-    print(f"\nOutputs in {result['out']}: data/ (dataset), {tuned} (the fine-tuned weights), eval/eval.md and "
-          "eval/accuracy.png")
+    print(f"\nOutputs in {result['out']}: data/ (dataset), {tuned} (the fine-tuned weights), eval/eval.md, "
+          "eval/accuracy.png and eval/coverage.png")
     _print_summary(result["evaluation"])
+    records = json.loads((Path(result["out"]) / "eval" / "eval.json").read_text(encoding="utf-8"))["records"]
+    print("\n".join(example_lines(records)))
     return 0
 
 
@@ -166,10 +179,11 @@ def cmd_ask(a: argparse.Namespace) -> int:
     if a.question is None:
         chat_loop(chat, max_new_tokens=a.max_new_tokens, temperature=a.temperature, system=a.system, top_k=top_k)
         return 0
-    messages = ([{"role": "system", "content": a.system}] if a.system else []) + [{"role": "user", "content": a.question}]
+    messages = ([{"role": "system", "content": a.system}] if a.system else []) + [
+        {"role": "user", "content": a.question}]
     if a.base and chat.base_name is None:
-        print("--base needs the output folder of `memorize train` (an adapter, or full/ with its metrics.json): a merged "
-              "model has no base model beside it", file=sys.stderr)
+        print("--base needs the output folder of `memorize train` (an adapter, or full/ with its metrics.json): a "
+              "merged model has no base model beside it", file=sys.stderr)
         return 2
     if top_k:
         messages = chat.with_documents(messages, top_k)
@@ -302,7 +316,8 @@ def apply_config(parser: argparse.ArgumentParser, path: str, command: str, other
             action = actions.get(key.replace("-", "_"))
             if action is None:
                 if section or key.replace("-", "_") not in everywhere:
-                    raise ConfigError(f"{where}: unknown setting for `memorize {command}` (known: {', '.join(sorted(actions))})")
+                    raise ConfigError(f"{where}: unknown setting for `memorize {command}` "
+                                      f"(known: {', '.join(sorted(actions))})")
                 continue
             action.default = _coerce(action, value, where)
             action.required = False
@@ -311,14 +326,22 @@ def apply_config(parser: argparse.ArgumentParser, path: str, command: str, other
 
 
 def effective_config(parser: argparse.ArgumentParser, args: argparse.Namespace) -> dict:
-    """The settings a run used, in the --config layout (written as config.yaml beside its outputs), with any
-    credentials in an endpoint URL masked."""
+    """The settings a run used, in the --config layout (written as config.yaml beside its outputs): the values
+    decided at run time (the temperature count, the learning rate) as decided, any credentials in an endpoint
+    URL masked."""
     from memorize.llm import redact
 
     out: dict = {}
     for section, actions in _groups(parser).items():
-        values = {name: redact(value) if name.endswith("base_url") and value else value
-                  for name, a in actions.items() if hasattr(args, a.dest) for value in [getattr(args, a.dest)]}
+        resolved = settings_from(args, section).resolved() if section else None
+        values = {}
+        for name, a in actions.items():
+            if not hasattr(args, a.dest):
+                continue
+            value = getattr(args, a.dest)
+            if value is None and resolved is not None:  # decided at run time: record the decision
+                value = getattr(resolved, name)
+            values[name] = redact(value) if name.endswith("base_url") and value else value
         if section:
             out[section] = values
         else:
@@ -421,7 +444,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("data_dir", help="output folder of `memorize dataset` (train.jsonl, test.jsonl)")
     _add_paths(p, "output folder (adapter/ or full/, metrics.json, loss_curve.png)")
     _add_base_model(p)
-    p.add_argument("--train-on-pool", metavar="POOL", help="run training through the finetune/POOL deployment (e.g. gpu)")
+    p.add_argument("--train-on-pool", metavar="POOL",
+                   help="run training through the finetune/POOL deployment (e.g. gpu)")
     add_settings(p, "training")
     p.set_defaults(func=cmd_train)
 
@@ -430,7 +454,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--adapter", help="LoRA adapter folder, or the full/ folder of `train --full` (omit to evaluate "
                    "the base model only)")
     p.add_argument("--base-model", help="the adapter's base model (default: the embedded SmolLM2-135M-Instruct)")
-    # Its only cache, the base model's answers, lives with the model under $MEMORIZE_HOME (answering.answer_cache_file).
+    # Its only cache, the base model's answers, lives with the model under $MEMORIZE_HOME
+    # (answering.answer_cache_file).
     _add_paths(p, "output folder (eval.json, eval.md, accuracy.png)", cache=False)
     p.add_argument("--chat-template", help="the --chat-template the adapter was trained with (models without one)")
     add_settings(p, "evaluation")
@@ -439,15 +464,16 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("run", "the whole pipeline: dataset -> fine-tune -> evaluate (flow memorize)")
     _add_paths(p, "output folder (data/, model/, eval/)", documents=True)
     _add_base_model(p)
-    p.add_argument("--train-on-pool", metavar="POOL", help="run training through the finetune/POOL deployment (e.g. gpu)")
+    p.add_argument("--train-on-pool", metavar="POOL",
+                   help="run training through the finetune/POOL deployment (e.g. gpu)")
     for section in SECTIONS:
         add_settings(p, section)
     p.set_defaults(func=cmd_run)
 
     def model_parser(name: str, summary: str, details: str) -> argparse.ArgumentParser:
-        p = sub.add_parser(name, help=summary, description=f"{summary[0].upper()}{summary[1:]}. {details} MODEL_DIR is "
-                           "the output folder of `memorize train` (or `run`'s model/ folder), its adapter/ or a merged/ "
-                           "model; an adapter's base model is read from its config.")
+        p = sub.add_parser(name, help=summary, description=f"{summary[0].upper()}{summary[1:]}. {details} MODEL_DIR "
+                           "is the output folder of `memorize train` (or `run`'s model/ folder), its adapter/ or a "
+                           "merged/ model; an adapter's base model is read from its config.")
         p.add_argument("model_dir", help="output folder of `memorize train`, an adapter folder or a merged model")
         p.add_argument("--chunks", type=_chunks_file, metavar="FILE", help="the chunks.jsonl of the dataset the model "
                        "was trained on (default: the copy `train` wrote beside the model), for evidence and --rag")
@@ -483,7 +509,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "arrive together (default %(default)s; 1: one at a time)")
     p.add_argument("--max-queue", type=_positive, default=DEFAULT_MAX_QUEUE, help="requests waiting or generating at "
                    "once; more are answered 429 (default %(default)s)")
-    p.add_argument("--max-prompt-tokens", type=_positive, help="longest prompt accepted (default: the model's context)")
+    p.add_argument("--max-prompt-tokens", type=_positive,
+                   help="longest prompt accepted (default: the model's context)")
     p.add_argument("--rag", action="store_true", help="also serve each model as NAME+rag: answers with the top-k "
                    "chunks retrieved for the last user message in the prompt")
     p.add_argument("--log-level", default="warning", help="uvicorn's; `info` logs every request (default %(default)s)")
@@ -502,7 +529,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("deploy", "register the Prefect deployments (build-dataset, finetune, evaluate, memorize)")
     p.add_argument("--cpu-pool", default="cpu", help="work pool for dataset and evaluation runs (default %(default)s)")
     p.add_argument("--gpu-pool", default="gpu", help="work pool for training runs (default %(default)s)")
-    p.add_argument("--cron", default="0 3 * * *", help="regeneration schedule of build-dataset, created inactive (default %(default)r)")
+    p.add_argument("--cron", default="0 3 * * *",
+                   help="regeneration schedule of build-dataset, created inactive (default %(default)r)")
     p.add_argument("--documents", nargs="+", help="default documents for the build-dataset and memorize forms")
     p.add_argument("--context", help="default context for those forms")
     p.add_argument("--out", help="default output folder for those forms")
@@ -568,7 +596,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: {flag}{e['msg']}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("interrupted; what was finished is kept (cached LLM calls, written files): re-run the same command to continue", file=sys.stderr)
+        print("interrupted; what was finished is kept (cached LLM calls, written files): re-run the same command to "
+              "continue", file=sys.stderr)
         return 130
     except Exception as exc:
         status = known_error_status(exc)

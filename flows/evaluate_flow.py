@@ -9,7 +9,7 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 from memorize import checks
 from memorize.answering import answer_cache_file
-from memorize.evaluation import LABELS, SYSTEMS, forgetting_line, pct, seen_warning
+from memorize.evaluation import LABELS, SYSTEMS, evidence_summary, forgetting_line, pct, seen_warning
 from memorize.local_model import resolve_model
 from memorize.settings import EvalSettings
 from tasks.evaluate import evaluate_task
@@ -34,7 +34,7 @@ def accuracy_lines(summary: dict) -> list[str]:
     if f["n"]:
         lines.append(f" forgetting: general knowledge base {pct(f['base_accuracy'])} -> "
                      f"fine-tuned {pct(f['fine_tuned_accuracy'])} (n={f['n']})")
-    return lines + forgetting_line(summary) + seen_warning(summary)
+    return lines + forgetting_line(summary) + seen_warning(summary) + evidence_summary(summary)
 
 
 @flow(name="evaluate")
@@ -49,7 +49,19 @@ def evaluate_flow(
 ) -> dict:
     """Answer the held-out generated questions and your question file with the base model, the
     fine-tuned adapter, and both given the top-k retrieved chunks; write eval.json, eval.md, accuracy.png
-    and coverage.png to OUT. chat_template: the one training used, for models without one."""
+    and coverage.png to OUT.
+
+    Args:
+        data_dir: Output folder of build-dataset (qa.jsonl, chunks.jsonl).
+        out: Output folder of the report: eval.json, eval.md, accuracy.png, coverage.png.
+        adapter_dir: The fine-tuned weights: an adapter/ folder or the full/ folder of a full fine-tune
+            (empty: evaluate the base model only).
+        base_model: The base model the adapter was trained on: a local folder or a Hub id (empty: the
+            embedded SmolLM2-135M-Instruct).
+        settings: Settings of evaluation.
+        chat_template: The chat template training used, for models without one.
+        progress: Show progress bars in the terminal.
+    """
     checks.evaluation(settings)  # before any model is loaded
     base_model = resolve_model(base_model)
     summary = evaluate_task(base_model, adapter_dir, data_dir, out, settings, progress,

@@ -25,7 +25,7 @@ def require_shared_path(path: str | Path, what: str) -> Path:
         raise SharedStorageError(
             f"{what} {p} does not exist on this worker. Workers of the `gpu` pool must see the same "
             "filesystem paths as the rest of the pipeline (a shared mount such as NFS), or the dataset "
-            "must come from the Hugging Face Hub; see README 'Shared storage'.")
+            "must come from the Hugging Face Hub; see docs/prefect.md, 'Shared storage'.")
     return p
 
 
@@ -58,7 +58,16 @@ def finetune(
     progress: bool = True,
 ) -> dict:
     """Fine-tune a LoRA adapter (or every weight) on DATA_DIR/{train,test}.jsonl. With settings.select_epoch, the
-    weights kept are the epoch's that answers the test split's questions best."""
+    weights kept are the epoch's that answers the test split's questions best.
+
+    Args:
+        data_dir: Output folder of build-dataset (train.jsonl, test.jsonl), on a path this worker can see.
+        output_dir: Output folder: adapter/ (or full/), metrics.json, loss_curve.png.
+        base_model: Model to fine-tune: a local folder or a Hub id (empty: the embedded SmolLM2-135M-Instruct).
+        settings: Settings of fine-tuning.
+        cache_dir: Folder of cached results; an unchanged dataset with unchanged settings is not trained again.
+        progress: Show progress bars in the terminal.
+    """
     require_shared_path(Path(data_dir) / "train.jsonl", "training data")
     config = TrainConfig(base_model=resolve_model(base_model), data_dir=data_dir, output_dir=output_dir,
                          **settings.model_dump())

@@ -51,7 +51,8 @@ def train_remotely(pool: str, parameters: dict, pickup_timeout_h: float = PICKUP
     run = run_deployment(f"finetune/{pool}", parameters=parameters, timeout=0)
     run = _wait_for_worker_and_end(run, pool, pickup_timeout_h, poll_s)
     if not run.state or not run.state.is_completed():
-        raise RuntimeError(f"training run {run.name} on pool {pool!r} ended {run.state.name if run.state else 'without a state'}: "
+        state = run.state.name if run.state else "without a state"
+        raise RuntimeError(f"training run {run.name} on pool {pool!r} ended {state}: "
                            f"{run.state.message if run.state else ''}")
     saved = saved_model(parameters["output_dir"])
     try:  # nothing visible here: name what an adapter would have left
@@ -77,9 +78,24 @@ def memorize_pipeline(
 ) -> dict:
     """Documents -> QA dataset -> LoRA adapter -> evaluation under OUT/{data,model,eval}.
 
-    train_on_pool: run training through the `finetune/<pool>` deployment (e.g. "gpu") instead of
-    in this process; its workers must see OUT on a shared filesystem. pickup_timeout_h: how long that
-    training run may wait for a worker before the run fails."""
+    Args:
+        documents: Files or folders of documents (PDF, text, Markdown, docx, pptx, xlsx, HTML, EPUB), as
+            paths the workers can see.
+        context: One sentence saying what the documents are, e.g. "International touch rugby rules"; it
+            opens every generation prompt and names the documents in teacher-free questions.
+        out: Output folder: data/ (the dataset), model/ (the fine-tuned weights), eval/ (the report).
+        base_model: Model to fine-tune and evaluate: a local folder or a Hub id (empty: the embedded
+            SmolLM2-135M-Instruct).
+        train_on_pool: Run training through the `finetune/<pool>` deployment (e.g. "gpu") instead of in
+            this process; its workers must see OUT on a shared filesystem.
+        generation: Settings of question generation (the build-dataset flow).
+        training: Settings of fine-tuning (the finetune flow).
+        evaluation: Settings of evaluation (the evaluate flow).
+        cache_dir: Folder of cached results (extraction, LLM replies, training), shared by runs that
+            should reuse them.
+        pickup_timeout_h: Hours the training run may wait for a worker of train_on_pool before the run
+            fails.
+    """
     # Every input that can be checked now, before the generator or any model is loaded.
     checks.documents(documents)
     checks.scheduler(training.lr_scheduler)

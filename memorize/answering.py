@@ -118,7 +118,8 @@ def complete(model, tokenizer, prompts: list[str], max_new_tokens: list[int],
     pad = tokenizer.pad_token_id
     rows = [i[:shared] + [pad] * (width - len(i) + shared) + i[shared:] for i in ids]
     mask = [[1] * shared + [0] * (width - len(i) + shared) + [1] * (len(i) - shared) for i in ids]
-    enc = {"input_ids": torch.tensor(rows, device=model.device), "attention_mask": torch.tensor(mask, device=model.device)}
+    enc = {"input_ids": torch.tensor(rows, device=model.device),
+           "attention_mask": torch.tensor(mask, device=model.device)}
     if shared:
         cache = DynamicCache(config=model.config)
         model(input_ids=enc["input_ids"][:1, :shared], cache=cache, use_cache=True)
@@ -141,8 +142,8 @@ def complete(model, tokenizer, prompts: list[str], max_new_tokens: list[int],
     for row, limit in zip(out[:, enc["input_ids"].shape[1]:].tolist(), max_new_tokens, strict=True):
         end = next((i for i, t in enumerate(row[:limit]) if t in stop), None)
         kept = row[:limit] if end is None else row[:end]
-        results.append(Completion(tokenizer.decode(kept, skip_special_tokens=True).strip(), len(kept) + (end is not None),
-                                  end is not None))
+        results.append(Completion(tokenizer.decode(kept, skip_special_tokens=True).strip(),
+                                  len(kept) + (end is not None), end is not None))
     return results
 
 

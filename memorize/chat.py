@@ -182,7 +182,8 @@ class ChatModel:
         prompt_tokens = enc["input_ids"].shape[1]
         new = result["ids"][0, prompt_tokens:]
         ended = bool(len(new)) and new[-1].item() in eos_ids(model, self.tokenizer)
-        usage = {"prompt_tokens": prompt_tokens, "completion_tokens": len(new), "total_tokens": prompt_tokens + len(new)}
+        usage = {"prompt_tokens": prompt_tokens, "completion_tokens": len(new),
+                 "total_tokens": prompt_tokens + len(new)}
         return "".join(pieces).strip(), "stop" if ended or len(new) < max_new_tokens else "length", usage
 
 
@@ -190,7 +191,8 @@ class ChatModel:
                  use_adapter: bool = True) -> list[tuple[str, str, dict]]:
         """(text, finish_reason, usage) for each (messages, max_new_tokens, temperature, JSON schema or None),
         in one batch."""
-        prompts = [self.tokenizer.apply_chat_template(r[0], tokenize=False, add_generation_prompt=True) for r in requests]
+        prompts = [self.tokenizer.apply_chat_template(r[0], tokenize=False, add_generation_prompt=True)
+                   for r in requests]
         model, switch = self._weights(use_adapter)
         with switch:
             done = complete(model, self.tokenizer, prompts, [r[1] for r in requests], [r[2] for r in requests],
@@ -236,7 +238,8 @@ class Batcher:
                 except queue.Empty:
                     break
             for use_adapter in (True, False):
-                group = [i for i in batch if i["adapter"] == use_adapter and i["future"].set_running_or_notify_cancel()]
+                group = [i for i in batch
+                         if i["adapter"] == use_adapter and i["future"].set_running_or_notify_cancel()]
                 if group:
                     self._answer(group, use_adapter)
 
@@ -343,7 +346,8 @@ def exposure_warning(host: str, api_key: str | None, key_env: str = API_KEY_ENV,
                          f"set a key that clients send as their API key (export {key_env}=$(python -c "
                          "'import secrets; print(secrets.token_urlsafe(32))')), or pass --insecure-no-auth to serve "
                          "without one")
-    return f"warning: serving {host} without an API key (--insecure-no-auth): anyone who reaches it can query the model"
+    return (f"warning: serving {host} without an API key (--insecure-no-auth): anyone who reaches it can query the "
+            "model")
 
 
 _ERROR_TYPES = {401: "authentication_error", 429: "rate_limit_error", 500: "server_error"}
@@ -526,7 +530,8 @@ def create_app(chat: ChatModel, max_batch: int = 8, api_key: str | None = None, 
                         yield chunk({"content": item}, None)
                     if isinstance(item, Exception):
                         # Not a normal end: an OpenAI client raises on it instead of keeping a cut answer.
-                        error = {"message": f"generation failed: {type(item).__name__}: {item}", "type": "server_error"}
+                        error = {"message": f"generation failed: {type(item).__name__}: {item}",
+                                 "type": "server_error"}
                         yield f"data: {json.dumps({'error': error})}\n\n"
                         return
                     yield chunk({}, item.pop("finish"), item)

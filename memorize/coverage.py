@@ -74,8 +74,6 @@ def plot_coverage(rows: list[dict], labels: dict[str, str], path: Path) -> None:
     same with retrieval (else the base in context), n on each label."""
     from matplotlib.figure import Figure
 
-    if not rows:
-        return
     tuned = any(r["accuracy"].get("fine_tuned") is not None for r in rows)
     systems = ["fine_tuned", "fine_tuned_in_context"] if tuned else ["base", "in_context"]
     fig = Figure(figsize=(8, 1.2 + 0.45 * len(rows) * len(systems)), layout="constrained")
@@ -93,4 +91,4 @@ def plot_coverage(rows: list[dict], labels: dict[str, str], path: Path) -> None:
     ax.set_xlabel("accuracy on the questions this section answers")
     ax.set_title("What the model knows, section by section")
     ax.legend(fontsize=8, loc="lower right")
-    fig.savefig(path, dpi=120)
+    fig.savefig(path, dpi=120, format="png")

@@ -84,6 +84,7 @@ def write_dataset(out_dir: Path, qa: list[dict], pairs_per_row: int, seed: int =
     # An empty split is left out: datasets writes no shard for it and cannot load it back.
     with replacing(out_dir / "dataset") as tmp:
         DatasetDict(
-            {k: Dataset.from_dict({"messages": [r["messages"] for r in v]}, features=features) for k, v in splits.items() if v}
+            {k: Dataset.from_dict({"messages": [r["messages"] for r in v]}, features=features)
+             for k, v in splits.items() if v}
         ).save_to_disk(str(tmp))
     return {"train_rows": len(splits["train"]), "test_rows": len(splits["test"])}

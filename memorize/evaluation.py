@@ -18,11 +18,13 @@ import random
 from collections import Counter
 from pathlib import Path
 
+from memorize import replacing, write_json, write_text
 from memorize.answering import AnswerCache, Answerer
+from memorize.coverage import coverage, locate, plot_coverage
 from memorize.dataset import read_jsonl
+from memorize.evidence import EvidenceIndex
 from memorize.filtering import seen_in_training
 from memorize.retrieval import ChunkIndex
-from memorize.coverage import coverage, locate, plot_coverage
 from memorize.scoring import UNANSWERABLE, score
 from memorize.settings import EvalSettings
 
@@ -249,6 +251,10 @@ def evaluate(base_model: str, adapter_dir: str | None, data_dir: str | Path, out
     for system in ("in_context", "fine_tuned_in_context") if adapter_dir else ("in_context",):
         answer_records(answerer, open_book, system, contexts, judge, **gen)
     locate(open_book, chunks)
+    if adapter_dir:
+        evidence = EvidenceIndex(chunks)
+        for r in open_book:
+            r["fine_tuned"]["evidence"] = evidence.find(r["fine_tuned"]["answer"], r["question"])
 
     with_source = [r for r in open_book if "chunk_id" in r]
     summary = {
@@ -259,6 +265,7 @@ def evaluate(base_model: str, adapter_dir: str | None, data_dir: str | Path, out
         "in_context": _section(records, "in_context"),
         "fine_tuned_in_context": _section(records, "fine_tuned_in_context") if adapter_dir else None,
         "coverage": coverage(open_book, [s for s in SYSTEMS if adapter_dir or s not in TUNED]),
+        "evidence": evidence_rates(open_book) if adapter_dir else None,
         "forgetting": {
             "n": len(general),
             "base_accuracy": summarize([r["base"] for r in general])["accuracy"],
@@ -274,6 +281,17 @@ def evaluate(base_model: str, adapter_dir: str | None, data_dir: str | Path, out
     }
     write_reports(summary, records, out_dir)
     return summary
+
+
+def evidence_rates(records: list[dict]) -> dict:
+    """How often the evidence line finds a supporting passage for the fine-tuned model's right answers and for
+    its wrong ones (abstentions left out): the gap says how far a user can trust an answer that has evidence."""
+    answered = [r["fine_tuned"] for r in records if r.get("kind") != UNANSWERABLE and not r["fine_tuned"]["abstained"]]
+    rate = {}
+    for name, verdict in (("right", True), ("wrong", False)):
+        group = [a for a in answered if a["correct"] is verdict]
+        rate[name] = {"n": len(group), "with_evidence": _mean([a["evidence"] is not None for a in group])}
+    return rate
 
 
 def _accuracy_rows(summary: dict) -> dict[str, dict[str, float | None]]:
@@ -313,6 +331,30 @@ def _verdict(result: dict | None) -> str:
         return "—"
     mark = {True: "✓", False: "✗", None: "?"}[result["correct"]]
     return f"{mark} {_cell(result['answer'])}"
+
+
+def example_lines(records: list[dict]) -> list[str]:
+    """One of your questions (else a held-out one) as `memorize ask` answers it: the fine-tuned answer and its
+    evidence line; a right answer with evidence where there is one."""
+    from memorize.evidence import evidence_line
+
+    asked = [r for r in records if r["set"] in SETS and r.get("fine_tuned") and r.get("kind") != UNANSWERABLE]
+    if not asked:
+        return []
+    r = max(asked, key=lambda r: (r["set"] == "questions", bool(r["fine_tuned"]["correct"]),
+                                  r["fine_tuned"].get("evidence") is not None))
+    mark = "right" if r["fine_tuned"]["correct"] else "wrong"
+    return [f"Example: {r['question']}", f"  fine-tuned ({mark}): {r['fine_tuned']['answer']}",
+            f"  {evidence_line(r['fine_tuned'].get('evidence'))}"]
+
+
+def evidence_summary(summary: dict) -> list[str]:
+    rate = summary.get("evidence")
+    if not rate or not (rate["right"]["n"] or rate["wrong"]["n"]):
+        return []
+    return [f"Evidence: a supporting passage was found for {pct(rate['right']['with_evidence'])} of the fine-tuned "
+            f"model's right answers (n={rate['right']['n']}) and {pct(rate['wrong']['with_evidence'])} of its wrong "
+            f"ones (n={rate['wrong']['n']})."]
 
 
 def abstention_lines(summary: dict) -> list[str]:
@@ -377,6 +419,7 @@ def markdown_report(summary: dict, records: list[dict]) -> str:
         "correct when the answer says the documents do not state it.",
         *forgetting_line(summary),
         *seen_warning(summary),
+        *evidence_summary(summary),
         *abstention_lines(summary),
         *coverage_lines(summary),
         "", "| # | set | question | reference | " + " | ".join(LABELS.values()) + " |",
@@ -406,13 +449,14 @@ def plot_accuracy(summary: dict, path: Path) -> None:
     ax.set_ylabel("accuracy")
     ax.set_title("QA accuracy: base and fine-tuned, closed book and with retrieved chunks")
     ax.legend(fontsize=8)
-    fig.savefig(path, dpi=120)
+    fig.savefig(path, dpi=120, format="png")
 
 
 def write_reports(summary: dict, records: list[dict], out_dir: Path) -> None:
-    out_dir.mkdir(parents=True, exist_ok=True)
-    report = json.dumps({**summary, "records": records}, indent=2, ensure_ascii=False)
-    (out_dir / "eval.json").write_text(report, encoding="utf-8")
-    (out_dir / "eval.md").write_text(markdown_report(summary, records), encoding="utf-8")
-    plot_accuracy(summary, out_dir / "accuracy.png")
-    plot_coverage(summary["coverage"], LABELS, out_dir / "coverage.png")
+    write_json(out_dir / "eval.json", {**summary, "records": records}, indent=2)
+    write_text(out_dir / "eval.md", markdown_report(summary, records))
+    with replacing(out_dir / "accuracy.png") as tmp:
+        plot_accuracy(summary, tmp)
+    if summary["coverage"]:
+        with replacing(out_dir / "coverage.png") as tmp:
+            plot_coverage(summary["coverage"], LABELS, tmp)

@@ -45,7 +45,8 @@ def _spelled_to_digits(text: str) -> str:
     def digits(m: re.Match) -> str:
         if m.group(3):
             return str(_UNITS.index(m.group(3).lower()))
-        return str(10 * (_TENS.index(m.group(1).lower()) + 2) + (_UNITS.index(m.group(2).lower()) if m.group(2) else 0))
+        units = _UNITS.index(m.group(2).lower()) if m.group(2) else 0
+        return str(10 * (_TENS.index(m.group(1).lower()) + 2) + units)
 
     return _NUMBER_WORD.sub(digits, text)
 

@@ -91,7 +91,8 @@ def _pdf_pages(path: Path) -> list[Page]:
             # An empty user password still opens many "encrypted" PDFs.
             try:
                 if not reader.decrypt(""):
-                    raise ExtractionError(path, "the PDF is encrypted with a password; decrypt it first (e.g. qpdf --decrypt)")
+                    raise ExtractionError(path, "the PDF is encrypted with a password; decrypt it first "
+                                                "(e.g. qpdf --decrypt)")
             except ExtractionError:
                 raise
             except Exception as exc:
@@ -104,7 +105,8 @@ def _pdf_pages(path: Path) -> list[Page]:
     if not pages:
         raise ExtractionError(path, "the PDF has no pages")
     if not any(p.text for p in pages):
-        raise ExtractionError(path, f"no text layer in any of its {len(pages)} page(s) (a scanned/image-only PDF?); run OCR first (e.g. ocrmypdf)")
+        raise ExtractionError(path, f"no text layer in any of its {len(pages)} page(s) (a scanned/image-only PDF?); "
+                                    "run OCR first (e.g. ocrmypdf)")
     return pages
 
 

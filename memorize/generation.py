@@ -17,8 +17,7 @@ from memorize.llm import Generation
 from memorize.local_model import DEFAULT_MODEL_NAME
 from memorize.plan import Request, plan_requests
 from memorize.qa_prompt import PROMPT_VERSION, temperatures as temperature_range
-from memorize.settings import EMBEDDED_TEMPERATURES, ENDPOINT_TEMPERATURES, GenerationSettings
-
+from memorize.settings import GenerationSettings
 
 EMBEDDED_MAX_CHARS = 300  # per question or answer of the embedded generator (see qa_prompt.pairs_schema)
 
@@ -60,12 +59,9 @@ def plan(chunks: list[Chunk], context: str, settings: GenerationSettings,
     model_name = settings.model or (DEFAULT_MODEL_NAME if settings.base_url is None else None)
     if not model_name:
         raise ValueError("--model is required with --base-url (the model name the endpoint serves)")
-    n = settings.temperatures
-    if n is None:
-        n = EMBEDDED_TEMPERATURES if settings.base_url is None else ENDPOINT_TEMPERATURES
-    temps = temperature_range(n)
-    requests = plan_requests(chunks, context, temps, settings.styles, settings.questions_per_chunk, settings.structured,
-                             EMBEDDED_MAX_CHARS if settings.base_url is None else None)
+    temps = temperature_range(settings.resolved().temperatures)
+    requests = plan_requests(chunks, context, temps, settings.styles, settings.questions_per_chunk,
+                             settings.structured, EMBEDDED_MAX_CHARS if settings.base_url is None else None)
     job = GenerationJob(requests, [generation_key(r.messages, model_name, r.temperature, r.max_tokens, r.schema)
                                    for r in requests], model_name, temps)
     for i, key in enumerate(job.keys):

@@ -77,7 +77,8 @@ def client_for(base_url: str | None, api_key_env: str = DEFAULT_API_KEY_ENV, tim
 
 def is_transient(exc: BaseException) -> bool:
     """429, 5xx, timeouts and connection errors are worth retrying; 4xx and bad replies are not."""
-    if isinstance(exc, (openai.APITimeoutError, openai.APIConnectionError, httpx.TimeoutException, httpx.TransportError)):
+    if isinstance(exc, (openai.APITimeoutError, openai.APIConnectionError, httpx.TimeoutException,
+                        httpx.TransportError)):
         return True
     if isinstance(exc, openai.APIStatusError):
         return exc.status_code == 429 or exc.status_code >= 500
@@ -98,7 +99,8 @@ def _ask(client: openai.OpenAI, model: str, messages: list[dict], temperature: f
     `response_format` (some servers do not implement it) is asked again without it, and from then on."""
     endpoint = str(client.base_url)
     if schema is not None and endpoint not in _unstructured:
-        fmt = {"type": "json_schema", "json_schema": {"name": "question_answer_pairs", "schema": schema, "strict": True}}
+        fmt = {"type": "json_schema",
+               "json_schema": {"name": "question_answer_pairs", "schema": schema, "strict": True}}
         try:
             return client.chat.completions.create(model=model, messages=messages, temperature=temperature,
                                                   max_tokens=max_tokens, response_format=fmt)
@@ -109,7 +111,8 @@ def _ask(client: openai.OpenAI, model: str, messages: list[dict], temperature: f
             logging.getLogger(__name__).warning(
                 f"{redact(endpoint)} refused structured output ({exc.message[:200]}); asking it for plain text "
                 "(--no-structured skips the attempt)")
-    return client.chat.completions.create(model=model, messages=messages, temperature=temperature, max_tokens=max_tokens)
+    return client.chat.completions.create(model=model, messages=messages, temperature=temperature,
+                                          max_tokens=max_tokens)
 
 
 def generate_pairs(client: openai.OpenAI, model: str, messages: list[dict], temperature: float,

@@ -64,7 +64,8 @@ def quantization_config(load_in_4bit: bool):
     )
 
 
-def load_model(model_id: str, load_in_4bit: bool = False, adapter: str | None = None, dtype: torch.dtype | None = None):
+def load_model(model_id: str, load_in_4bit: bool = False, adapter: str | None = None,
+               dtype: torch.dtype | None = None):
     from transformers import AutoModelForCausalLM
 
     qconf = quantization_config(load_in_4bit)

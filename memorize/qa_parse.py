@@ -17,7 +17,8 @@ class ParseError(ValueError):
 
 # One complete {"question": ..., "answer": ...} object (JSON strings with their escapes): what survives of a
 # reply cut off by its token limit in the middle of a later pair.
-_PAIR_OBJECT = re.compile(r'\{\s*"(?:question|q)"\s*:\s*("(?:[^"\\]|\\.)*")\s*,\s*"(?:answer|a)"\s*:\s*("(?:[^"\\]|\\.)*")\s*\}')
+_PAIR_OBJECT = re.compile(r'\{\s*"(?:question|q)"\s*:\s*("(?:[^"\\]|\\.)*")\s*,'
+                          r'\s*"(?:answer|a)"\s*:\s*("(?:[^"\\]|\\.)*")\s*\}')
 
 
 def _from_json(text: str) -> list[tuple[str, str]] | None:
@@ -48,8 +49,8 @@ def _from_json(text: str) -> list[tuple[str, str]] | None:
 
 def _from_lines(text: str) -> list[tuple[str, str]]:
     """Tagged lines (Q:/A:, Question:/Answer:, numbered) or, untagged, alternating lines."""
-    lines = [l.strip() for l in text.splitlines() if l.strip() and not l.strip().startswith("```")]
-    tagged = [(_PREFIX.match(l), l) for l in lines]
+    lines = [line.strip() for line in text.splitlines() if line.strip() and not line.strip().startswith("```")]
+    tagged = [(_PREFIX.match(line), line) for line in lines]
     pairs: list[tuple[str, str]] = []
     if any(m for m, _ in tagged):
         q, a = None, None
@@ -70,8 +71,8 @@ def _from_lines(text: str) -> list[tuple[str, str]]:
         if q and a:
             pairs.append((q, a))
         return pairs
-    body = [_NUMBERING.sub("", l) for l in lines]
-    body = [l for l in body if not l.endswith(":")]  # preambles like "Here are the pairs:"
+    body = [_NUMBERING.sub("", line) for line in lines]
+    body = [line for line in body if not line.endswith(":")]  # preambles like "Here are the pairs:"
     return list(zip(body[0::2], body[1::2]))
 
 

@@ -4,7 +4,8 @@ STYLES = {
     "mixed": "",
     "simple": "Prefer short, simple factual questions, one fact each.",
     "nuanced": "Prefer tricky, nuanced questions about exceptions, conditions, numbers and how rules interact.",
-    "reversed": "In most answers, reverse the order of the statement relative to the text, keeping names and terms intact.",
+    "reversed": "In most answers, reverse the order of the statement relative to the text, keeping names and "
+                "terms intact.",
 }
 
 

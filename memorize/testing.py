@@ -107,7 +107,8 @@ class FakeLLM:
                         text = fake.default_reply or deterministic_reply(prompt, structured)
                 self._send(200, {
                     "id": "cmpl-fake", "object": "chat.completion", "created": int(time.time()), "model": req["model"],
-                    "choices": [{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": text}}],
+                    "choices": [{"index": 0, "finish_reason": "stop",
+                                 "message": {"role": "assistant", "content": text}}],
                     "usage": {"prompt_tokens": len(prompt) // 4, "completion_tokens": len(text) // 4,
                               "total_tokens": (len(prompt) + len(text)) // 4},
                 })

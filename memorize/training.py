@@ -24,10 +24,13 @@ from transformers import TrainerCallback
 
 from memorize import replacing, write_json
 from memorize.models import (
-    best_dtype, context_length, load_model, load_tokenizer, quantization_config,
+    best_dtype,
+    context_length,
+    load_model,
+    load_tokenizer,
+    quantization_config,
 )
-from memorize.settings import (ANSWER_MAX_NEW_TOKENS, FULL_LEARNING_RATE, LORA_LEARNING_RATE,
-                               TrainSettings)
+from memorize.settings import ANSWER_MAX_NEW_TOKENS, TrainSettings
 
 IGNORE_INDEX = -100  # label value the loss skips
 SELECT_QUESTIONS = 32  # test-split questions answered at each epoch's end (~1 minute on 2 CPU cores for 135M)
@@ -78,8 +81,7 @@ def saved_model(output_dir: str | Path) -> Path | None:
 
 def resolve(config: TrainConfig) -> TrainConfig:
     """The config with `learning_rate` decided: each kind of training at its own rate."""
-    rate = config.learning_rate or (FULL_LEARNING_RATE if config.full else LORA_LEARNING_RATE)
-    return config.model_copy(update={"learning_rate": rate})
+    return config.resolved()
 
 
 def _trained_weights(model) -> dict:
@@ -218,7 +220,8 @@ class EpochSelector(TrainerCallback):
             [p["question"] for p in self.pairs], max_new_tokens=ANSWER_MAX_NEW_TOKENS, progress=self.progress,
             desc=f"epoch {epoch}: held-out questions")
         model.train()
-        accuracy = sum(bool(score(p, a)["correct"]) for p, a in zip(self.pairs, answers, strict=True)) / len(self.pairs)
+        right = sum(bool(score(p, a)["correct"]) for p, a in zip(self.pairs, answers, strict=True))
+        accuracy = right / len(self.pairs)
         self.history.append({"epoch": epoch, "accuracy": accuracy, "n": len(self.pairs)})
         if self.best is None or accuracy >= self.best[0]:
             self._candidate = (accuracy, epoch, _trained_weights(model), state.global_step)
@@ -607,7 +610,8 @@ def _plot(path: Path, history: dict) -> None:
                     label=f"held-out QA accuracy (n={points[0]['n']}){seed}")
         qa.set(ylabel="accuracy", ylim=(0, 1))
         if history["selected_epoch"] is not None:
-            qa.axvline(history["selected_epoch"], color="gray", linestyle=":", label=f"kept: epoch {history['selected_epoch']}")
+            qa.axvline(history["selected_epoch"], color="gray", linestyle=":",
+                       label=f"kept: epoch {history['selected_epoch']}")
         handles = [a + b for a, b in zip(handles, qa.get_legend_handles_labels())]
     ax.legend(*handles, loc="upper right")
     fig.tight_layout()
@@ -654,13 +658,16 @@ def model_card(config: TrainConfig, metrics: dict, eval_results: dict | None = N
     ]
     if metrics["selected_epoch"] is not None:
         qa = {e["epoch"]: e for e in metrics["qa_by_epoch"]}[metrics["selected_epoch"]]
-        lines.append(f"- kept epoch {metrics['selected_epoch']}: held-out QA accuracy {qa['accuracy']:.0%} (n={qa['n']})")
+        lines.append(f"- kept epoch {metrics['selected_epoch']}: held-out QA accuracy {qa['accuracy']:.0%} "
+                     f"(n={qa['n']})")
     if "runs" in metrics:
         lines.append("- the average of the updates of runs from seeds "
-                     + ", ".join(f"{r['seed']}" + ("" if r["selected_epoch"] is None else f" (epoch {r['selected_epoch']})")
+                     + ", ".join(f"{r['seed']}" + ("" if r["selected_epoch"] is None
+                                                   else f" (epoch {r['selected_epoch']})")
                                  for r in metrics["runs"]))
     if eval_results:
-        lines += ["", "## Evaluation", "| metric | value |", "|---|---|", *(f"| {k} | {v} |" for k, v in eval_results.items())]
+        lines += ["", "## Evaluation", "| metric | value |", "|---|---|",
+                  *(f"| {k} | {v} |" for k, v in eval_results.items())]
     usage = [f"model = AutoModelForCausalLM.from_pretrained({config.hub_repo or 'MODEL_DIR'!r})"] if config.full else [
         "from peft import PeftModel",
         f"base = AutoModelForCausalLM.from_pretrained({base!r})",

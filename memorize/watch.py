@@ -57,7 +57,8 @@ class Watcher:
         for path, kind in sorted(found.items()):
             emit_event(
                 event=CHANGE_EVENT,
-                resource={"prefect.resource.id": f"memorize.document.{path}", "prefect.resource.name": Path(path).name},
+                resource={"prefect.resource.id": f"memorize.document.{path}",
+                          "prefect.resource.name": Path(path).name},
                 payload={**self.payload, "folder": str(self.folder.resolve()), "path": path, "change": kind,
                          "sha256": current.get(path)},
             )

@@ -31,7 +31,7 @@ def one_torch_thread():
 
 @pytest.fixture(scope="session")
 def prefect_server():
-    """One real (temporary, in-process) Prefect server for the whole session."""
+    """One real (temporary, in-process) Prefect server for the whole test run."""
     from prefect.testing.utilities import prefect_test_harness
 
     with prefect_test_harness(server_startup_timeout=120):

@@ -21,7 +21,7 @@ def pdf_bytes(pages: list[list[str] | None]) -> bytes:
         if lines is None:
             stream = b"0.5 g 72 72 400 600 re f"
         else:
-            body = " ".join(f"({_escape(l)}) Tj 0 -16 Td" for l in lines)
+            body = " ".join(f"({_escape(line)}) Tj 0 -16 Td" for line in lines)
             stream = f"BT /F1 12 Tf 72 740 Td {body} ET".encode()
         objs.append(f"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Resources << /Font << /F1 3 0 R >> >> "
                     f"/Contents {5 + 2 * i} 0 R >>".encode())

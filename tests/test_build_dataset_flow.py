@@ -51,9 +51,9 @@ def test_rerun_makes_zero_calls_and_edit_regenerates_only_changed_chunks(prefect
         edited = [list(p) for p in PAGES]
         edited[1][0] = "On page 2 the ferry rule number 0 was changed: boats now leave at noon."
         write_pdf(docs / "rules.pdf", edited)
-        chunks_before = {json.loads(l)["sha256"]: json.loads(l) for l in open(tmp_path / "out" / "chunks.jsonl")}
+        chunks_before = {json.loads(line)["sha256"]: json.loads(line) for line in open(tmp_path / "out" / "chunks.jsonl")}
         third = _run(llm, docs, tmp_path)
-        chunks_after = [json.loads(l) for l in open(tmp_path / "out" / "chunks.jsonl")]
+        chunks_after = [json.loads(line) for line in open(tmp_path / "out" / "chunks.jsonl")]
         changed = [c for c in chunks_after if c["sha256"] not in chunks_before]
         assert changed and all(c["page_start"] == 2 for c in changed)
         assert third["llm_calls"] == len(changed) * 2  # two temperatures per changed chunk
@@ -115,12 +115,12 @@ def test_outputs_agree_and_record_provenance(prefect_server, docs, tmp_path):
     with FakeLLM() as llm:
         report = _run(llm, docs, tmp_path, pairs_per_row=4, test_ratio=0.25)
     out = tmp_path / "out"
-    qa = [json.loads(l) for l in open(out / "qa.jsonl")]
+    qa = [json.loads(line) for line in open(out / "qa.jsonl")]
     assert len(qa) == report["qa_pairs"]
     assert {"question", "answer", "chunk_id", "source", "page_start", "page_end", "temperature", "style", "split"} <= set(qa[0])
     ds = load_from_disk(str(out / "dataset"))
     for split in ("train", "test"):
-        rows = [json.loads(l)["messages"] for l in open(out / f"{split}.jsonl")]
+        rows = [json.loads(line)["messages"] for line in open(out / f"{split}.jsonl")]
         assert rows == list(ds[split]["messages"]) and len(rows) == report[f"{split}_rows"]
         assert sum(len(r) // 2 for r in rows) == sum(p["split"] == split for p in qa)
     saved = json.loads((out / "report.json").read_text())
@@ -197,18 +197,18 @@ def test_report_counts_pairs_by_origin_and_drops(prefect_server, docs, tmp_path)
     # The fake quotes the first 40 characters of a sentence in its question: notes.md's two short sentences
     # are answered inside their questions (at both temperatures); the second temperature repeats the rest.
     assert report["dropped"]["answer_in_question"] == 4 and report["dropped"]["duplicate"] > 0
-    qa = [json.loads(l) for l in open(tmp_path / "out" / "qa.jsonl")]
+    qa = [json.loads(line) for line in open(tmp_path / "out" / "qa.jsonl")]
     assert any(p["origin"] == "augment:reverse" and "Orla Venn" in p["question"] and p["source"].endswith("notes.md")
                for p in qa)
 
 
 def test_no_temperatures_builds_the_teacher_free_dataset_without_any_llm(prefect_server, docs, tmp_path):
     with FakeLLM() as llm:
-        report = _run(llm, docs, tmp_path, temperatures=0, augment=["span", "reverse"])
+        report = _run(llm, docs, tmp_path, temperatures=0, augment=["span", "reverse"], abstain_share=0.1)
         assert llm.requests == 0 and report["requests"] == 0
         assert set(report["pairs_by_origin"]) == {"augment:span", "augment:reverse", "abstain"}
         assert report["train_rows"] > 0
-        # the abstention pairs are abstain_share (0.1) of them all, as far as the documents allow
+        # the abstention pairs are abstain_share of them all, as far as the documents allow
         assert 0 < report["pairs_by_origin"]["abstain"] <= round(0.1 / 0.9 * (report["qa_pairs"] - report[
             "pairs_by_origin"]["abstain"]))
         with pytest.raises(ValueError, match="unknown augmentation"):

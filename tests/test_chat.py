@@ -6,9 +6,9 @@ import threading
 import pytest
 from servers import serving
 
+from flows.cli import main
 from memorize.answering import user_message
 from memorize.chat import DEFAULT_TOP_K, ChatModel, chat_loop, create_app
-from flows.cli import main
 from memorize.local_model import ensure_default_model
 from memorize.training import TrainConfig, train
 

@@ -46,7 +46,7 @@ def test_a_run_writes_its_effective_config(prefect_server, setup, capsys):
     assert written["generation"]["request_timeout"] == 30  # field names, not flag names (--timeout)
     assert written["out"] == str(tmp_path / "out")
     report = json.loads((tmp_path / "out" / "report.json").read_text())
-    assert set(report["pairs_by_origin"]) == {"augment:span", "abstain"} and report["llm_calls"] == 0  # the file's choice
+    assert set(report["pairs_by_origin"]) == {"augment:span"} and report["llm_calls"] == 0  # the file's choice
 
 
 @pytest.mark.parametrize("bad, message", [
@@ -86,3 +86,19 @@ def test_a_setting_out_of_range_names_its_flag_and_writes_nothing(tmp_path, caps
     assert not out.exists()  # no config.yaml holding the refused value
     with pytest.raises(SystemExit):  # a generation flag is no training flag: argparse refuses it
         main(["train", "data", "--out", "o", "--augment", "span"])
+
+
+@pytest.mark.parametrize("flags, temperatures, learning_rate", [
+    ([], 1, 1e-3),  # the embedded generator; LoRA
+    (["--base-url", "http://localhost:8000/v1", "--model", "m", "--full"], 3, 1e-4),  # an endpoint; every weight
+    (["--temperatures", "5", "--learning-rate", "2e-3"], 5, 2e-3),  # given: kept as given
+])
+def test_config_yaml_records_the_values_decided_at_run_time(flags, temperatures, learning_rate):
+    from flows.cli import build_parser, effective_config
+
+    parser = build_parser()
+    args = parser.parse_args(["run", "doc.md", "--context", "c", "--out", "o", *flags])
+    config = effective_config(parser._subparsers._group_actions[0].choices["run"], args)
+    assert config["generation"]["temperatures"] == temperatures
+    assert config["training"]["learning_rate"] == learning_rate
+    assert config["training"]["bf16"] is None  # decided by the machine that trains, which may be another

@@ -32,14 +32,14 @@ def test_csv_jsonl_and_datasetdict_agree(tmp_path):
     counts = write_dataset(tmp_path, qa, pairs_per_row=3)
     ds = load_from_disk(str(tmp_path / "dataset"))
     for split in ("train", "test"):
-        jsonl = [json.loads(l)["messages"] for l in open(tmp_path / f"{split}.jsonl")]
+        jsonl = [json.loads(line)["messages"] for line in open(tmp_path / f"{split}.jsonl")]
         with open(tmp_path / f"{split}.csv", newline="") as f:
             csv_rows = [json.loads(r["messages"]) for r in csv.DictReader(f)]
         assert jsonl == csv_rows == list(ds[split]["messages"])
         assert counts[f"{split}_rows"] == len(jsonl)
         pairs_in_split = sum(len(m) // 2 for m in jsonl)
         assert pairs_in_split == sum(p["split"] == split for p in qa)
-    assert [json.loads(l) for l in open(tmp_path / "qa.jsonl")] == qa
+    assert [json.loads(line) for line in open(tmp_path / "qa.jsonl")] == qa
 
 
 def test_empty_split_is_left_out_of_the_datasetdict(tmp_path):

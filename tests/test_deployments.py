@@ -33,7 +33,7 @@ def _wait(predicate, timeout, what):
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory, small_model):
-    """Server, pools, deployments and two workers, as the README tells a new user to start them."""
+    """Server, pools, deployments and two workers, as docs/prefect.md tells a new user to start them."""
     root = tmp_path_factory.mktemp("ops")
     port = free_port()
     env = {**os.environ, "PREFECT_HOME": str(root / "home"), "PREFECT_API_URL": f"http://127.0.0.1:{port}/api",

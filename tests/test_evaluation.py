@@ -75,6 +75,26 @@ def test_markdown_report_escapes_cells():
     assert row == ["| 1 | questions | a\\|b? | line1<br>line2 | ✓ x \\| y | — | ✗ z | — |"]
 
 
+def test_the_example_answer_shows_its_evidence_and_the_rates_count_right_and_wrong():
+    from memorize.evaluation import evidence_rates, example_lines
+
+    found = {"source": "rules.md", "section": "Officials", "clause": None, "sentence": "The Warden is Ilsa Brannock."}
+    records = [
+        {"set": "test_split", "question": "Who is the Warden?", "reference": "Ilsa Brannock.",
+         "fine_tuned": {"answer": "Ilsa Brannock.", "correct": True, "abstained": False, "evidence": found}},
+        {"set": "questions", "question": "Who fires the flare?", "reference": "The Warden.",
+         "fine_tuned": {"answer": "The Judge.", "correct": False, "abstained": False, "evidence": None}},
+        {"set": "questions", "question": "Who is the Warden of the regatta?", "reference": "Ilsa Brannock.",
+         "fine_tuned": {"answer": "Ilsa Brannock.", "correct": True, "abstained": False, "evidence": found}},
+        {"set": "questions", "question": "How old is she?", "reference": "", "kind": "unanswerable",
+         "fine_tuned": {"answer": "That is not stated.", "correct": True, "abstained": True, "evidence": None}},
+    ]
+    assert example_lines(records) == ["Example: Who is the Warden of the regatta?", "  fine-tuned (right): Ilsa Brannock.",
+                                      'evidence: rules.md, section "Officials": "The Warden is Ilsa Brannock."'.join(
+                                          ["  ", ""])]
+    assert evidence_rates(records) == {"right": {"n": 2, "with_evidence": 1.0}, "wrong": {"n": 1, "with_evidence": 0.0}}
+
+
 # --- end to end with the real small model ---------------------------------------------------------
 
 CHUNKS = [
@@ -172,6 +192,11 @@ def test_evaluate_writes_reports(small_model, adapter_dir, data_dir, tmp_path):
     assert sum(row["n"] for row in saved["coverage"]) == 4
     assert all(row["where"].startswith("rules.md") and set(row["accuracy"]) == set(SYSTEMS) for row in saved["coverage"])
     assert (out / "coverage.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # every fine-tuned answer to an answerable question carries its evidence (a passage or None), counted
+    assert all("evidence" in r["fine_tuned"] for r in records if r["set"] != "general")
+    answered = [r for r in records if r["set"] != "general" and r.get("kind") != "unanswerable"
+                and not r["fine_tuned"]["abstained"]]
+    assert saved["evidence"]["right"]["n"] + saved["evidence"]["wrong"]["n"] == len(answered)
     assert any(r["base"]["answer"] != r["fine_tuned"]["answer"] for r in records), "the adapter changed nothing"
 
     md = (out / "eval.md").read_text()

@@ -4,7 +4,12 @@ import re
 import pytest
 
 from memorize.evaluation import (
-    GENERAL_KNOWLEDGE, QuestionFileError, forgetting_line, load_questions, paired_change, summarize,
+    GENERAL_KNOWLEDGE,
+    QuestionFileError,
+    forgetting_line,
+    load_questions,
+    paired_change,
+    summarize,
 )
 from memorize.retrieval import ChunkIndex, format_chunks
 from memorize.scoring import answer_f1, must_satisfied, parse_judge, rouge_l, score, token_f1

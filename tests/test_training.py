@@ -4,14 +4,21 @@ import json
 import pytest
 import torch
 
+from memorize.answering import Answerer
 from memorize.local_model import ensure_default_model
 from memorize.models import ModelLoadError, load_tokenizer
-from memorize.answering import Answerer
 from memorize.scoring import score
 from memorize.settings import ANSWER_MAX_NEW_TOKENS, FULL_LEARNING_RATE, LORA_LEARNING_RATE, TrainSettings
 from memorize.training import (
-    IGNORE_INDEX, TrainConfig, TrainingInputError, interpolate_toward_base, model_card, resolve,
-    scale_adapter, tokenize_conversation, train,
+    IGNORE_INDEX,
+    TrainConfig,
+    TrainingInputError,
+    interpolate_toward_base,
+    model_card,
+    resolve,
+    scale_adapter,
+    tokenize_conversation,
+    train,
 )
 
 FACTS = [
