@@ -24,7 +24,7 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 
 from memorize.local_model import ensure_default_model
-from memorize.local_server import free_port
+from memorize.local_server import ServerError, free_port, wait_until_healthy
 
 QUESTIONS = ["What is the capital of France?", "Name a colour of the sky.", "How many legs does a spider have?",
              "Say hello in Spanish."]
@@ -46,18 +46,10 @@ def main() -> None:
                               env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     root = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            if server.poll() is not None:
-                sys.exit(f"the server exited: {server.stderr.read()}")
-            try:
-                if httpx.get(f"{root}/health", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                sys.exit("the server did not start within 120 s")
-            time.sleep(0.5)
+        try:
+            wait_until_healthy(server, root, 120)
+        except ServerError as exc:
+            sys.exit(f"{exc}: {server.stderr.read() if server.poll() is not None else ''}")
 
         # Clients made once: a new httpx client per call costs tens of ms of CPU (its SSL context), which
         # would be measured as server latency.

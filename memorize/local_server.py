@@ -15,6 +15,23 @@ from pathlib import Path
 import httpx
 
 
+def wait_until_healthy(proc, root: str, timeout: float, see: str = "") -> None:
+    """Poll ROOT/health until it answers 200; ServerError (ending with `see`) when the server process exits
+    or `timeout` seconds pass first."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if proc.poll() is not None:
+            raise ServerError(f"the server exited with code {proc.returncode}{see}")
+        try:
+            if httpx.get(f"{root}/health", timeout=2).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        if time.monotonic() > deadline:
+            raise ServerError(f"the server did not answer within {timeout:.0f}s{see}")
+        time.sleep(0.5)
+
+
 class ServerError(RuntimeError):
     pass
 
@@ -69,18 +86,7 @@ def serve(model_dir: str, log_path: Path, startup_timeout: float = 300.0, thread
     _running.add(proc)
     root = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + startup_timeout
-        while True:
-            if proc.poll() is not None:
-                raise ServerError(f"the generator server exited with code {proc.returncode}; see {log_path}")
-            try:
-                if httpx.get(f"{root}/health", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                raise ServerError(f"the generator server did not answer within {startup_timeout:.0f}s; see {log_path}")
-            time.sleep(0.5)
+        wait_until_healthy(proc, root, startup_timeout, f"; see {log_path}")
         yield f"{root}/v1", httpx.get(f"{root}/v1/models", timeout=10).json()["data"][0]["id"]
     finally:
         _running.discard(proc)
