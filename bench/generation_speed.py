@@ -57,7 +57,8 @@ def main() -> None:
     settings = dict(model="bench", chunk_tokens=200, chunk_overlap=0, temperatures=args.temperatures,
                     concurrency=args.concurrency)
     # The endpoint runs in its own process, as a real one would: in ours it would compete for the GIL.
-    server = subprocess.Popen([sys.executable, "-m", "memorize.testing", "--delay", str(args.delay)],
+    fake = Path(__file__).resolve().parents[1] / "tests" / "fake_llm.py"
+    server = subprocess.Popen([sys.executable, str(fake), "--delay", str(args.delay)],
                               stdout=subprocess.PIPE, text=True)
     base_url = server.stdout.readline().strip()
     params = dict(documents=[str(doc)], context=CONTEXT, settings=GenerationSettings(**settings, base_url=base_url),

@@ -166,7 +166,8 @@ def reuse(name: str, document: str, args, base_model: str, previous: dict[str, d
     import shutil
 
     from memorize.models import load_model, load_tokenizer
-    from memorize.training import interpolate_toward_base, saved_model, scale_adapter
+    from memorize.training import saved_model
+    from memorize.weights import interpolate_toward_base, scale_adapter
 
     label = _label(name, args, document)
 

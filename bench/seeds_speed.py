@@ -1,6 +1,6 @@
 """Benchmark: the runs of a model soup (`memorize train --seeds N`) on a CPU, one after another on all cores
 (how they ran until 2026-12-02) vs side by side, one process per seed on its share of the cores (what
-`memorize.training.train_seeds` does on a CPU), on the same rows in one run.
+`memorize.seeds.train_seeds` does on a CPU), on the same rows in one run.
 
 The rows: the quick start's document (`examples/harbor_rules.md`) as `memorize dataset --temperatures 0`
 builds them (teacher-free pairs), or any dataset folder (`--data`). Each run: the `memorize train` defaults
@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from memorize import training
+from memorize import seeds, training
 from memorize.dataset import read_jsonl
 from memorize.local_model import ensure_default_model
 from memorize.replay import replay_conversations
@@ -50,15 +50,15 @@ def main() -> None:
         config = training.resolve(training.TrainConfig(
             base_model=str(ensure_default_model()), data_dir=str(data), output_dir=str(Path(tmp) / "run"),
             seeds=args.seeds, epochs=args.epochs))
-        configs = training.seed_configs(config)
+        configs = seeds.seed_configs(config)
         rows = [r["messages"] for r in read_jsonl(data / "train.jsonl")]
         for c in configs:  # generated once, outside both timings
             replay_conversations(c.base_model, rows, c.replay_ratio, c.seed, progress=False)
         cores = torch.get_num_threads()
         start = time.perf_counter()
-        apart = [training.train_seed(c, progress=False) for c in configs]
+        apart = [seeds.train_seed(c, progress=False) for c in configs]
         apart_s = time.perf_counter() - start
-        side_weights, side_runs, side_s = training.train_seeds(config, progress=False)
+        side_weights, side_runs, side_s = seeds.train_seeds(config, progress=False)
 
     def tokens(runs):
         return sum(r["tokens_per_s"] * r["runtime_s"] for r in runs)

@@ -9,12 +9,19 @@ import os
 import signal
 import sys
 from pathlib import Path
-from types import UnionType
-from typing import Union, get_args, get_origin
 
 from pydantic import ValidationError
-from pydantic.fields import FieldInfo
 
+from flows.cli_options import (
+    SECTIONS,
+    ConfigError,
+    add_settings,
+    effective_config,
+    option,
+    parse_args,
+    settings_from,
+)
+from flows.known_errors import QUIET_KNOWN_ERRORS, known_error_status
 from memorize import (
     API_KEY_ENV,
     DEFAULT_CACHE_DIR,
@@ -25,52 +32,12 @@ from memorize import (
     run_status_line,
     write_text,
 )
-from memorize.settings import EvalSettings, GenerationSettings, TrainSettings
+from memorize.settings import EvalSettings
 
 EPILOG = """Keys come from the environment only: the LLM endpoint's key from the variable named by
 --api-key-env (default OPENAI_API_KEY), the Hugging Face token from HF_TOKEN.
 Without PREFECT_API_URL each command starts a temporary local Prefect server (~15 s);
 point PREFECT_API_URL at `prefect server start` to see runs in the UI."""
-
-
-# Sections of a --config file: the settings model of each, and its title in --help.
-SECTIONS = {"generation": (GenerationSettings, "question generation"), "training": (TrainSettings, "fine-tuning"),
-            "evaluation": (EvalSettings, "evaluation")}
-
-
-def _dest(field: FieldInfo, name: str) -> str:
-    return (field.json_schema_extra or {}).get("flag", name)
-
-
-def add_settings(p: argparse.ArgumentParser, section: str) -> None:
-    """One flag per field of the section's settings model: type, default and help come from the field."""
-    model, title = SECTIONS[section]
-    g = p.add_argument_group(title)
-    for name, field in model.model_fields.items():
-        dest = _dest(field, name)
-        option = "--" + dest.replace("_", "-")
-        if option in p._option_string_actions:  # --public in `run`: the dataset's and the adapter's
-            continue
-        kind = field.annotation
-        if get_origin(kind) in (Union, UnionType):  # X | None: the flag takes an X
-            kind = next(t for t in get_args(kind) if t is not type(None))
-        kw = {"dest": dest, "default": field.default, "help": field.description.replace("%", "%%")}
-        if kind is bool:
-            kw["action"] = argparse.BooleanOptionalAction  # argparse shows the default itself
-        elif get_origin(kind) is list:
-            kw.update(nargs="+", metavar=(field.json_schema_extra or {}).get("metavar"),
-                      help=kw["help"] + " (default: %(default)s)")
-        else:
-            kw["type"] = kind
-            if field.default is not None:
-                kw["help"] += " (default: %(default).4g)" if kind is float else " (default: %(default)s)"
-        g.add_argument(option, **kw)
-
-
-def settings_from(args: argparse.Namespace, section: str):
-    """The section's settings model from parsed arguments (validated: ranges, styles, augmentation kinds)."""
-    model = SECTIONS[section][0]
-    return model(**{name: getattr(args, _dest(f, name)) for name, f in model.model_fields.items()})
 
 
 def _add_paths(p: argparse.ArgumentParser, out_help: str, documents: bool = False, cache: bool = True) -> None:
@@ -199,7 +166,7 @@ def cmd_ask(a: argparse.Namespace) -> int:
 
 
 def cmd_serve(a: argparse.Namespace) -> int:
-    from memorize.chat import exposure_warning, serve_forever
+    from memorize.serve import exposure_warning, serve_forever
 
     key = os.environ.get(a.api_key_env) or None
     try:  # before the model is loaded
@@ -241,112 +208,7 @@ def cmd_deploy(a: argparse.Namespace) -> int:
     return 0
 
 
-CONFIGURABLE = ("dataset", "train", "eval", "run")  # the commands that take --config and write config.yaml
-
-
-class ConfigError(ValueError):
-    pass
-
-
-def _groups(parser: argparse.ArgumentParser) -> dict[str, dict[str, argparse.Action]]:
-    """{section: {field name: its action}} for the sections the command has, and {"": {dest: action}}
-    for the options outside them (documents, out, ...)."""
-    by_dest = {a.dest: a for a in parser._actions}
-    titles = {g.title for g in parser._action_groups}
-    out = {section: {name: by_dest[_dest(f, name)] for name, f in model.model_fields.items()}
-           for section, (model, title) in SECTIONS.items() if title in titles}
-    inside = {id(a) for actions in out.values() for a in actions.values()}
-    out[""] = {a.dest: a for a in parser._actions
-               if id(a) not in inside and a.dest not in ("help", "config", "func", "command")}
-    return out
-
-
-def _coerce(action: argparse.Action, value, where: str):
-    """A YAML value checked as the flag would check it: its type, a list where the flag takes several, and
-    null only where the flag may be left out with nothing (its default is none)."""
-    if value is None:
-        if action.required or action.default is not None:
-            raise ConfigError(f"{where}: null is not allowed here; give a value or leave the key out")
-        return None
-    many = action.nargs in ("+", "*")
-    values = value if isinstance(value, list) else [value]
-    if isinstance(value, list) and not many:
-        raise ConfigError(f"{where}: expected one value, got a list")
-    if isinstance(action, (argparse._StoreTrueAction, argparse.BooleanOptionalAction)):
-        if not isinstance(value, bool):
-            raise ConfigError(f"{where}: expected true or false, got {value!r}")
-        return value
-    # int(2.9) is 2 and float(True) is 1.0: a YAML number of the wrong kind is an error, not a silent change.
-    if action.type in (int, float) and any(isinstance(v, bool) or (action.type is int and isinstance(v, float))
-                                           for v in values):
-        raise ConfigError(f"{where}: {value!r} is not a valid {action.type.__name__}")
-    try:
-        converted = [v if action.type is None else action.type(v) for v in values]
-    except (TypeError, ValueError) as exc:
-        raise ConfigError(f"{where}: {value!r} is not a valid {getattr(action.type, '__name__', 'value')}") from exc
-    if action.choices is not None and any(v not in action.choices for v in converted):
-        raise ConfigError(f"{where}: {value!r} is not one of {', '.join(map(str, action.choices))}")
-    return converted if many else converted[0]
-
-
-def apply_config(parser: argparse.ArgumentParser, path: str, command: str, other_commands=()) -> None:
-    """Make the file's settings the parser's defaults, so flags given on the command line override them.
-    Sections the command has no use for are ignored, and so are top-level settings that only
-    `other_commands` (parsers) take: one file serves dataset, train, eval and run."""
-    import yaml
-
-    try:
-        data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
-    except (OSError, yaml.YAMLError) as exc:
-        raise ConfigError(f"{path}: cannot read the config file ({exc})") from exc
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: expected a mapping with sections {', '.join(SECTIONS)}")
-    groups = _groups(parser)
-    everywhere = {a.dest for other in other_commands for a in other._actions}
-    for section, settings in data.items():
-        if section not in SECTIONS:
-            settings, section = {section: settings}, ""  # a top-level option such as out or context
-        elif section not in groups:
-            continue
-        if not isinstance(settings, dict):
-            raise ConfigError(f"{path}: section {section!r} must be a mapping of setting: value")
-        actions = groups[section]
-        for key, value in settings.items():
-            where = f"{path}: {section + '.' if section else ''}{key}"
-            action = actions.get(key.replace("-", "_"))
-            if action is None:
-                if section or key.replace("-", "_") not in everywhere:
-                    raise ConfigError(f"{where}: unknown setting for `memorize {command}` "
-                                      f"(known: {', '.join(sorted(actions))})")
-                continue
-            action.default = _coerce(action, value, where)
-            action.required = False
-            if action.nargs == "+":  # documents given in the file need not be repeated on the command line
-                action.nargs = "*"
-
-
-def effective_config(parser: argparse.ArgumentParser, args: argparse.Namespace) -> dict:
-    """The settings a run used, in the --config layout (written as config.yaml beside its outputs): the values
-    decided at run time (the temperature count, the learning rate) as decided, any credentials in an endpoint
-    URL masked."""
-    from memorize.llm import redact
-
-    out: dict = {}
-    for section, actions in _groups(parser).items():
-        resolved = settings_from(args, section).resolved() if section else None
-        values = {}
-        for name, a in actions.items():
-            if not hasattr(args, a.dest):
-                continue
-            value = getattr(args, a.dest)
-            if value is None and resolved is not None:  # decided at run time: record the decision
-                value = getattr(resolved, name)
-            values[name] = redact(value) if name.endswith("base_url") and value else value
-        if section:
-            out[section] = values
-        else:
-            out.update(values)
-    return out
+CONFIGURABLE = ("dataset", "train", "eval", "run")  # the commands with settings: --config, and config.yaml written
 
 
 def _write_config(path: Path, config: dict) -> None:
@@ -369,46 +231,6 @@ def _recorded(args: argparse.Namespace) -> int:
     finally:
         if status:  # an error is printed once, by main()
             print(f"status: {status['state']} ({out / STATUS_FILE})", file=sys.stderr)
-
-
-# Errors whose message names the file or setting and what to fix, by (module, class), with the exit status:
-# 2 for a bad input, 1 for a run that failed. They are printed as one `error:` line; any other error is a bug
-# and keeps its traceback. Looked up among the loaded modules: an error was raised by a module already loaded,
-# and `ask` need not import the flows to report a folder without a model.
-KNOWN_ERRORS = {
-    ("memorize.checks", "InputError"): 2,
-    ("memorize.evaluation", "QuestionFileError"): 2,
-    ("memorize.extract", "ExtractionError"): 2,
-    ("memorize.models", "ModelLoadError"): 2,
-    ("memorize.training", "TrainingInputError"): 2,
-    ("memorize.llm", "EndpointError"): 1,
-    ("memorize.hub", "HubError"): 1,
-    ("memorize.local_model", "ModelSetupError"): 1,
-    ("memorize.local_server", "ServerError"): 1,
-    ("flows.finetune", "SharedStorageError"): 1,
-    ("flows.pipeline", "PoolTimeoutError"): 1,
-}
-
-
-def known_error_status(exc: BaseException) -> int | None:
-    for (module, name), status in KNOWN_ERRORS.items():
-        cls = getattr(sys.modules.get(module), name, None)
-        if cls is not None and isinstance(exc, cls):
-            return status
-    return None
-
-
-class _KnownErrorsWithoutTraceback(logging.Filter):
-    """Prefect logs a failed flow or task run's exception with its traceback: for a known error the message
-    says it all."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if record.exc_info and known_error_status(record.exc_info[1]) is not None:
-            record.exc_info = record.exc_text = None
-        return True
-
-
-_QUIET_KNOWN_ERRORS = _KnownErrorsWithoutTraceback()
 
 
 def _check_inputs(args: argparse.Namespace) -> None:
@@ -466,8 +288,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_base_model(p)
     p.add_argument("--train-on-pool", metavar="POOL",
                    help="run training through the finetune/POOL deployment (e.g. gpu)")
-    for section in SECTIONS:
-        add_settings(p, section)
+    add_settings(p, *SECTIONS)
     p.set_defaults(func=cmd_run)
 
     def model_parser(name: str, summary: str, details: str) -> argparse.ArgumentParser:
@@ -537,36 +358,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--base-url", help="default LLM endpoint for those runs, also used by change-triggered runs")
     p.add_argument("--model", help="default model name at --base-url")
     p.set_defaults(func=cmd_deploy)
-    for name in CONFIGURABLE:
-        sub.choices[name].add_argument(
-            "--config", metavar="FILE", help="YAML settings: sections generation, training, evaluation (the "
-            "settings' field names, e.g. learning_rate) and top-level options such as out; flags given here override "
-            "the file")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    commands = parser._subparsers._group_actions[0].choices
     argv = sys.argv[1:] if argv is None else argv
-    pre = argparse.ArgumentParser(add_help=False)
-    pre.add_argument("--config")
-    config = pre.parse_known_args(argv)[0].config
-    command = next((a for a in argv if a in commands), None)
-    if config and command in CONFIGURABLE:
-        try:  # before parsing: the file may hold required settings (documents, --context)
-            apply_config(commands[command], config, command, [commands[c] for c in CONFIGURABLE])
-        except ConfigError as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return 2
-    args = parser.parse_args(argv)
+    try:
+        args = parse_args(parser, argv)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     # The temporary Prefect server would try to send telemetry, which fails (and logs errors) offline.
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     # The temporary server takes 13-18 s to start on an idle 2-core machine; Prefect gives up after 20 s,
     # which a busy machine exceeds (seen: "Timed out while attempting to connect to ephemeral Prefect API").
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
     for name in ("prefect.flow_runs", "prefect.task_runs"):
-        logging.getLogger(name).addFilter(_QUIET_KNOWN_ERRORS)
+        logging.getLogger(name).addFilter(QUIET_KNOWN_ERRORS)
 
     def stop(signum, frame):
         """Ctrl-C and SIGTERM: stop local generator servers and retries at once, then unwind (caches kept).
@@ -581,18 +390,17 @@ def main(argv: list[str] | None = None) -> int:
     previous = {s: signal.signal(s, stop) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
         if args.command in CONFIGURABLE:
-            for section in filter(None, _groups(commands[args.command])):
-                settings_from(args, section)  # a bad setting is reported before anything is written
+            config = effective_config(parser, args)  # validates the settings: none is written if one is bad
             _check_inputs(args)
             if not getattr(args, "dry_run", False):  # train and eval have no dry run
-                _write_config(Path(args.out) / "config.yaml", effective_config(commands[args.command], args))
+                _write_config(Path(args.out) / "config.yaml", config)
                 return _recorded(args)
         return args.func(args)
     except ValidationError as exc:  # a setting out of range, an unknown style or augmentation kind
-        flags = {n: _dest(f, n) for model, _ in SECTIONS.values() for n, f in model.model_fields.items()}
+        flags = {n: option(f, n) for model, _ in SECTIONS.values() for n, f in model.model_fields.items()}
         for e in exc.errors():
             name = str(e["loc"][0]) if e["loc"] else ""  # none: settings that conflict (full with merge)
-            flag = f"--{flags.get(name, name).replace('_', '-')}: " if name else ""
+            flag = f"{flags.get(name, '--' + name.replace('_', '-'))}: " if name else ""
             print(f"error: {flag}{e['msg']}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

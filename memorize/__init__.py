@@ -14,7 +14,7 @@ __version__ = "0.1.0"
 # Where cached results live unless --cache-dir says otherwise: project-local, beside the outputs.
 DEFAULT_CACHE_DIR = ".memorize/cache"
 # `memorize serve`: the variable holding the key requests must send, and how many requests may wait or
-# generate at once (more are answered 429). Here, not in memorize.chat: the CLI's flags need them without torch.
+# generate at once (more are answered 429). Here, not in memorize.serve: the CLI's flags need them without torch.
 API_KEY_ENV = "MEMORIZE_API_KEY"
 DEFAULT_MAX_QUEUE = 32
 

@@ -14,7 +14,8 @@ import hashlib
 import random
 import re
 
-from memorize.augment import _COLOURS, _in_document, _looks_like_person, _sentences, find_spans
+from memorize.spans import find_spans
+from memorize.text import COLOURS, fact_sentences, in_document, looks_like_person
 
 ABSTAIN_VERSION = 1  # part of the dataset's cache key: changing the rules rebuilds the rows
 
@@ -27,7 +28,7 @@ _ABSTAINS = re.compile(
 
 def abstention(context: str) -> str:
     """The one sentence abstention rows answer with, naming the documents."""
-    return f"That is not stated in {_in_document(context)}."
+    return f"That is not stated in {in_document(context)}."
 
 
 def abstains(answer: str) -> bool:
@@ -50,7 +51,7 @@ _PERSON = [
 _ROLE = [t for t in _PERSON if "telephone" in t[0] or "email" in t[0] or "salary" in t[0]]
 _THING = [
     ("In what year was {e} built", r"\b(?:built|constructed|erected|founded|established|opened|dates?|since)\b|\b1\d{3}\b|\b20\d{2}\b"),
-    ("What colour is {e}", r"\b(?:colou?r|" + "|".join(_COLOURS) + r")\w*"),
+    ("What colour is {e}", r"\b(?:colou?r|" + "|".join(COLOURS) + r")\w*"),
     ("What is the telephone number of {e}", r"\b(?:tele)?phone|\btel\b|\d{3}[ -]\d{3,}"),
     ("What is the website of {e}", r"\b(?:website|www|https?|online|internet)\b"),
     ("How many people work at {e}", r"\b(?:employ\w*|staff\w*|workers?|works|crew\w*|people|members?)\b"),
@@ -62,7 +63,7 @@ _THING = [
 def _entity_sentences(chunks: list[dict], context: str) -> dict[str, tuple[str, list[str]]]:
     """{name: (id of the first chunk naming it, every sentence of the documents that names it)}."""
     sentences = [(c["chunk_id"], s) for c in chunks for line in c["text"].splitlines()
-                 for s in _sentences(line.strip("|#-*• "))]
+                 for s in fact_sentences(line.strip("|#-*• "))]
     names: dict[str, tuple[str, list[str]]] = {}
     for chunk_id, sentence in sentences:
         for span in find_spans(sentence, context):
@@ -76,7 +77,7 @@ def _entity_sentences(chunks: list[dict], context: str) -> dict[str, tuple[str, 
 
 def candidates(chunks: list[dict], context: str) -> list[dict]:
     """Every question about an attribute that no sentence naming the entity mentions: {question, chunk_id}."""
-    doc = _in_document(context)
+    doc = in_document(context)
     out = []
     for name, (chunk_id, sentences) in _entity_sentences(chunks, context).items():
         # A capitalised first word ("Touching a buoy ...") is no name; nor is a run across a comma.
@@ -85,7 +86,7 @@ def candidates(chunks: list[dict], context: str) -> list[dict]:
         rng = random.Random(hashlib.sha256(f"{ABSTAIN_VERSION}\0{name}".encode()).hexdigest())
         # "the Kettle", "the Race Judge" where the documents write it so: a thing or a role, not a person
         article = any(re.search(rf"\bthe {re.escape(name)}\b", s, re.IGNORECASE) for s in sentences)
-        person = _looks_like_person(name)
+        person = looks_like_person(name)
         for template, mentions in _ROLE if person and article else _PERSON if person else _THING:
             if any(re.search(mentions, s, re.IGNORECASE) for s in sentences):
                 continue  # the documents may answer it: never teach "not stated" for a fact they give

@@ -8,8 +8,8 @@ reversal curse: entity-first questions with names intact). Kinds:
 - `passage`: a paragraph's opening words (and its section title) ask for the whole paragraph, so the
   text itself is learned in order (continued pre-training in chat form);
 - `span`: a question whose answer is a span of one sentence (number, date, day, colour, name or
-  quotation), asked in place ("... keeps how many hives ...?") and, for "X is Y" sentences, as a
-  plain question ("Who is the present Treasurer?");
+  quotation, found by memorize.spans), asked in place ("... keeps how many hives ...?") and, for "X is Y"
+  sentences, as a plain question ("Who is the present Treasurer?");
 - `reverse`: a name in the sentence asks for the sentence ("Who or what is Ewan Tallowby?");
 - `cloze`: the sentence with its span blanked out;
 - `clause`: a numbered clause ("5.2 ...") asked for by its number ("What does rule 5.2 of ... say?");
@@ -26,118 +26,21 @@ from __future__ import annotations
 import hashlib
 import random
 import re
-from dataclasses import dataclass
+
+from memorize.spans import Span, find_spans
+from memorize.text import CLAUSE, COMMON_STARTERS, fact_sentences, in_document, looks_like_person
 
 KINDS = ("passage", "span", "reverse", "cloze", "clause", "list", "steps", "table")
 AUGMENT_VERSION = 3  # part of the cache key: changing the rules rebuilds the pairs
 
-_NUM_WORDS = ("zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen "
-              "sixteen seventeen eighteen nineteen twenty thirty forty fifty sixty seventy eighty ninety "
-              "hundred thousand million half").split()
-_ORDINALS = ("first second third fourth fifth sixth seventh eighth ninth tenth eleventh twelfth thirteenth "
-             "fourteenth fifteenth sixteenth seventeenth eighteenth nineteenth twentieth thirtieth last").split()
-_MONTHS = "January February March April May June July August September October November December".split()
-_DAYS = "Monday Tuesday Wednesday Thursday Friday Saturday Sunday".split()
-_COLOURS = "red orange yellow green blue purple violet white black grey gray brown pink silver gold golden amber".split()
-_NUM = rf"(?:\d[\d,]*(?:\.\d+)?|(?:{'|'.join(_NUM_WORDS)})(?:[- ](?:and[- ])?(?:{'|'.join(_NUM_WORDS)}))*)(?![\w-])"
-_MONTH = rf"(?:{'|'.join(_MONTHS)})"
-_ORD = rf"(?:\d{{1,2}}(?:st|nd|rd|th)?|{'|'.join(_ORDINALS)})"
-# Ordered by priority: a date beats the number inside it, a quotation beats the names inside it. A reference
-# to a clause or step ("as set out in rule 4.2") is structure: found first, so that no span is taken from it.
-_PATTERNS = [
-    ("ref", re.compile(r"\b(?:rules?|clauses?|sections?|articles?|parts?|steps?|paragraphs?|items?|§) ?\d+(?:\.\d+)*(?:\([a-z]\))?",
-                       re.IGNORECASE)),
-    ("quote", re.compile(r"[\"“]([^\"”]{3,80})[\"”]")),
-    ("date", re.compile(rf"\b(?:the )?{_ORD} (?:of )?{_MONTH}(?:,? \d{{4}})?\b|\b{_MONTH} {_ORD}(?:,? \d{{4}})?\b"
-                        rf"|\bthe {_ORD} (?:{'|'.join(_DAYS)}|day|night|full moon|week) of {_MONTH}\b")),
-    ("year", re.compile(r"\b1[0-9]{3}\b|\b20[0-9]{2}\b")),
-    ("percent", re.compile(rf"\b{_NUM}(?: per ?cent|%)", re.IGNORECASE)),
-    ("number", re.compile(rf"\b(?P<num>{_NUM})\b(?: (?P<unit>[a-z]+))?", re.IGNORECASE)),
-    ("day", re.compile(rf"\b(?:{'|'.join(_DAYS)})s?\b")),
-    ("month", re.compile(rf"\b{_MONTH}\b")),
-    ("colour", re.compile(rf"\b(?:{'|'.join(_COLOURS)})\b")),
-]
-_CONNECTORS = {"of", "the", "and", "de", "van", "von", "'s"}
-# Capitalised at the start of a sentence without being a name.
-_COMMON_STARTERS = set("""a an the this that these those it its if when where while no not all any each every
-    one two some many most more only after before during between on in at by for from to with within without
-    under over upon once there here his her their our your my we you they he she i as but and or so then
-    than also however members member""".split())
 _WH = {"quote": "what", "date": "on what date", "year": "in what year", "percent": "what percentage",
        "day": "on which day", "month": "in which month", "colour": "what colour", "name": "what"}
-
-
-@dataclass(frozen=True)
-class Span:
-    kind: str
-    start: int
-    end: int
-    text: str
-    unit: str | None = None
 
 
 def _clean(line: str) -> str:
     """Markdown list markers and emphasis out; the words stay."""
     line = re.sub(r"^\s*(?:[-*+•]|\d+[.)])\s+", "", line)
     return re.sub(r"(\*\*|__|\*|`)", "", line).strip()
-
-
-def _sentences(paragraph: str) -> list[str]:
-    parts = re.split(r"(?<=[.!?])\s+(?=[\"“(\[A-Z0-9])", paragraph)
-    return [p.strip() for p in parts if len(p.split()) >= 4]
-
-
-def _names(sentence: str, context: str) -> list[Span]:
-    """Runs of capitalised words (joined by of/the/and), not the sentence's plain first word and not
-    the document's own subject (a name inside `context`)."""
-    spans, tokens = [], list(re.finditer(r"[A-Za-z][\w'’-]*", sentence))
-    i = 0
-    while i < len(tokens):
-        t = tokens[i]
-        if not t.group()[0].isupper() or (i == 0 and t.group().lower() in _COMMON_STARTERS) \
-                or t.group() in _MONTHS or t.group() in _DAYS:
-            i += 1
-            continue
-        j = i
-        while j + 1 < len(tokens):
-            nxt = tokens[j + 1]
-            if sentence[tokens[j].end():nxt.start()] != " ":  # "The Race Judge, Corwin Ashgrove": two names
-                break
-            if nxt.group()[0].isupper() and nxt.group() not in _MONTHS and nxt.group() not in _DAYS:
-                j += 1
-            else:  # "Keeper of the Hives", "Wassail of the Hollow"
-                k = j + 1
-                while k < len(tokens) and tokens[k].group().lower() in _CONNECTORS:
-                    k += 1
-                if k == j + 1 or k >= len(tokens) or not tokens[k].group()[0].isupper():
-                    break
-                j = k
-        text = re.sub(r"['’]s$", "", sentence[t.start():tokens[j].end()])
-        if text.lower() not in context.lower() and not re.fullmatch(r"Article \d+", text):
-            spans.append(Span("name", t.start(), t.start() + len(text), text))
-        i = j + 1
-    return spans
-
-
-def find_spans(sentence: str, context: str = "") -> list[Span]:
-    """Answer-bearing spans of a sentence, without overlaps, in sentence order."""
-    found: list[Span] = []
-    for kind, pattern in _PATTERNS:
-        for m in pattern.finditer(sentence):
-            if kind == "colour" and m.group()[0].isupper() and m.start() > 0:
-                continue  # "Green Ledger": part of a name
-            unit = m.groupdict().get("unit")
-            # "312 hives" asks "how many hives"; "one third" or "one vote" keeps just the number.
-            if unit and not unit.endswith("s"):
-                unit = None
-            end = m.end("unit") if unit else (m.end("num") if kind == "number" else m.end())
-            found.append(Span(kind, m.start(), end, sentence[m.start():end], unit))
-    found.extend(_names(sentence, context))
-    kept: list[Span] = []
-    for s in found:  # earlier patterns win; names come last
-        if not any(s.start < k.end and k.start < s.end for k in kept):
-            kept.append(s)
-    return sorted((s for s in kept if s.kind != "ref"), key=lambda s: s.start)
 
 
 def _wh(span: Span, person: bool) -> str:
@@ -148,32 +51,9 @@ def _wh(span: Span, person: bool) -> str:
     return _WH[span.kind]
 
 
-def _looks_like_person(name: str) -> bool:
-    words = name.split()
-    return 2 <= len(words) <= 3 and all(w[0].isupper() for w in words) and not any(
-        w.lower() in _PLACE_WORDS for w in words)
-
-
-_PLACE_WORDS = set("""barn lane vale meadow ash tree assembly council ledger schoolhouse market quay reach hall house
-    street road river hill wood farm mill church school society club cooperative company committee board fund
-    article section rule law act court office bell lamp pale reckoning russet wassail hollow""".split())
-
-
 def _lower_first(text: str) -> str:
     first = text.split(" ", 1)[0]
-    return text[0].lower() + text[1:] if first.lower() in _COMMON_STARTERS else text
-
-
-def _in_document(context: str) -> str:
-    """The document as a noun phrase after "In" / "According to": "The charter of X" -> "the charter of X",
-    "Rules of X" -> "the rules of X"; a name ("International touch rugby rules") stays as written."""
-    context = context.strip().rstrip(".")
-    words = context.split()
-    if words[0] in ("The", "A", "An"):
-        return context[0].lower() + context[1:]
-    if len(words) > 1 and words[1] == "of":
-        return "the " + context[0].lower() + context[1:]
-    return context
+    return text[0].lower() + text[1:] if first.lower() in COMMON_STARTERS else text
 
 
 def _question(prefix: str, body: str) -> str:
@@ -189,7 +69,7 @@ _APPOSITIVE = re.compile(rf"\b(?P<title>[Tt]he (?:{_CAP} )*{_CAP}), (?P<name>{_C
 
 class _Writer:
     def __init__(self, context: str, seed: str):
-        self.doc = _in_document(context)
+        self.doc = in_document(context)
         self.rng = random.Random(hashlib.sha256(seed.encode()).hexdigest())
 
     def prefix(self) -> str:
@@ -198,7 +78,7 @@ class _Writer:
     def span_pairs(self, sentence: str, spans: list[Span]) -> list[tuple[str, str, str]]:
         pairs = []
         for span in spans:
-            person = span.kind == "name" and _looks_like_person(span.text)
+            person = span.kind == "name" and looks_like_person(span.text)
             wh = _wh(span, person)
             before = sentence[:span.start]
             if wh.split()[0] in ("on", "in") and re.search(r"\b(on|in|at|by|since|from|until|before|after|during) $", before):
@@ -214,7 +94,7 @@ class _Writer:
         if m and len(m.group("pred").split()) <= 12 and "," not in m.group("subj"):
             subj, cop, pred = m.group("subj"), m.group("cop"), m.group("pred")
             for span in spans:
-                person = span.kind == "name" and _looks_like_person(span.text)
+                person = span.kind == "name" and looks_like_person(span.text)
                 who = "Who" if person else "What"
                 if pred.startswith(span.text):  # "The present Treasurer is Marisol Venn."
                     pairs.append(("span", f"{who} {cop} {_lower_first(subj)}, {self.rng.choice(['in', 'according to'])} {self.doc}?", sentence))
@@ -222,7 +102,7 @@ class _Writer:
                     pairs.append(("span", f"{self.prefix()}, what {cop} {pred.rstrip('.')}?", sentence))
         for m in _APPOSITIVE.finditer(sentence):  # the plain fact both ways, which the sentence only implies
             title, name = "the" + m.group("title")[3:], m.group("name")
-            who = "Who" if _looks_like_person(name) else "What"
+            who = "Who" if looks_like_person(name) else "What"
             where = self.rng.choice(["in", "according to"])
             pairs.append(("span", f"{who} is {title}, {where} {self.doc}?", f"T{title[1:]} is {name}."))
             pairs.append(("reverse", f"What role does {name} have in {self.doc}?", f"{name} is {title}."))
@@ -234,7 +114,7 @@ class _Writer:
             if span.kind != "name":
                 continue
             name = span.text
-            who = "Who" if _looks_like_person(name) else "What"
+            who = "Who" if looks_like_person(name) else "What"
             pairs.append(("reverse", self.rng.choice([
                 f"{who} is {name}, according to {self.doc}?",
                 f"What does {self.doc} say about {name}?",
@@ -256,10 +136,8 @@ class _Block:
         self.parent: _Block | None = None  # list: the clause that leads into it
 
 
-# Structure, not content: clause numbers, list markers and step numbers say where a fact stands. Kept in
-# an answer, a clause number is learned as part of the fact and later takes the place of a real figure.
-_CLAUSE = re.compile(r"^(?:(?:rule|clause|section|article|§)\s*)?(?P<num>\d{1,3}(?:\.\d{1,3})+)\.?\s+(?=[A-Z(\"“'])"
-                     r"|^(?:rule|clause|section|article|§)\s*(?P<single>\d{1,3})[.:]?\s+(?=[A-Z(\"“'])", re.IGNORECASE)
+# Structure, not content: clause numbers (memorize.text.CLAUSE), list markers and step numbers say where a fact
+# stands. Kept in an answer, a clause number is learned as part of the fact and later takes the place of a real figure.
 _ORDERED = re.compile(r"^(?P<num>\d{1,2})[.)]\s+(?=\S)")
 _BULLET = re.compile(r"^(?:[-*+•]|\(?(?:[a-h]|i{1,3}|iv|v|vi{1,3})\))\s+(?=\S)")
 _HEADING = re.compile(r"^#{1,6}\s+(.*)")
@@ -309,7 +187,7 @@ class _Reader:
                         block.header = cells
                     out.append(block)
                 self.header = out[-1].header
-            elif m := _CLAUSE.match(line):
+            elif m := CLAUSE.match(line):
                 self.header = None
                 block = _Block("clause", self.heading, label=m.group("num") or m.group("single"))
                 block.items.append(_clean(line[m.end():]))
@@ -382,7 +260,7 @@ class _Pairs(_Writer):
                 f"Recite the passage of {where} that begins \"{opening}\".",
                 f"What does {where} say in the paragraph starting \"{opening}\"?",
             ]), text))
-        for sentence in _sentences(text):
+        for sentence in fact_sentences(text):
             spans = find_spans(sentence, self.context)
             if item and spans and spans[0].kind == "name" and spans[0].start == 0 and " " not in spans[0].text:
                 spans = spans[1:]

@@ -18,7 +18,7 @@ from rank_bm25 import BM25Okapi
 
 from memorize.chunking import split_sentences
 from memorize.coverage import sections
-from memorize.filtering import _content
+from memorize.text import clause_label, content_words
 
 # Measured on the charter (bench/data/moonwell_*): 286 of 345 right answers are supported, 14 of 92 with an
 # invented name or number, 42 of 86 with another word of the documents swapped in (a lexical limit).
@@ -28,8 +28,6 @@ ABSENT = 2  # weight of a word the documents never use, in words used once: the 
 CANDIDATES = 5  # best BM25 sentences looked at (the answer's numbers must appear in one of them)
 QUOTE_CHARS = 300  # a longer sentence (a table row dump) is shortened in the evidence line
 _NUMBER = re.compile(r"\d+(?:[.,:]\d+)*")
-# The clause number a line starts with: "4.2 A player ...", "Rule 5.1: ...".
-_CLAUSE = re.compile(r"^(?:(?:rule|clause|article|§)\s*)?(\d{1,3}(?:\.\d{1,3})+)\.?:?\s", re.IGNORECASE)
 
 
 _UNITS = "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen sixteen " \
@@ -65,7 +63,7 @@ def _stem(word: str) -> str:
 
 
 def _terms(text: str) -> set[str]:
-    return {_stem(w) for w in _content(_spelled_to_digits(text)) if len(w) > 1 or w.isdigit()}
+    return {_stem(w) for w in content_words(_spelled_to_digits(text)) if len(w) > 1 or w.isdigit()}
 
 
 def _numbers(text: str) -> set[str]:
@@ -84,7 +82,7 @@ class EvidenceIndex:
         for part in sections(chunks):
             name = PurePath(part["source"] or "").name
             for line in part["text"].splitlines():
-                clause = m.group(1) if (m := _CLAUSE.match(line)) else None
+                clause = clause_label(line)
                 for sentence in split_sentences(line):
                     if (part["source"], sentence) not in seen:
                         seen.add((part["source"], sentence))

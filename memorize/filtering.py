@@ -22,15 +22,13 @@ from collections import Counter
 
 from rapidfuzz import fuzz, process
 
+from memorize.text import content_words
+
 NEAR_DUPLICATE = 92  # rapidfuzz ratio (0-100) of two normalised question + answer texts
 SEEN_QUESTION = 85  # ratio at which a training question counts as a rewording of an evaluation question
 QUESTION_MARKS = ("?", "？", "؟")  # Latin, full-width (Chinese, Japanese), Arabic
 LOOP_REPEATS = 3  # times one word trigram may occur in a question or answer before it counts as a loop
 MIN_SUPPORT = 0.5  # share of the answer's new content words that must occur in the chunk
-_STOP = set("""a an the and or but of in on at to for from by with as is are was were be been being it its this that
-    these those there their they them he she his her we you i do does did not no yes can may must will would should
-    shall could has have had what which who whom whose when where why how than then so such also only any each every
-    all some more most into out up down over under about after before if because while""".split())
 # Words a question uses about any document: they do not tie it to this chunk.
 _GENERIC = set("document documents text passage part section rule rules say says said state states stated "
                "mention mentioned above below described".split())
@@ -38,10 +36,6 @@ _GENERIC = set("document documents text passage part section rule rules say says
 
 def _norm(text: str) -> str:
     return " ".join(re.findall(r"\w+", text.lower()))
-
-
-def _content(text: str) -> set[str]:
-    return {w for w in re.findall(r"\w+", text.lower()) if w not in _STOP}
 
 
 _CJK_PAIR = re.compile(r"[\u3040-\u30ff\u3400-\u9fff\uac00-\ud7af]{2}")  # scripts written without spaces
@@ -64,7 +58,7 @@ def drop_reason(question: str, answer: str, chunk_text: str) -> str | None:
     """Why a single pair is unusable, or None."""
     if not any(mark in question for mark in QUESTION_MARKS):
         return "not_a_question"
-    q_words, a_words, chunk_words = _content(question), _content(answer), _content(chunk_text)
+    q_words, a_words, chunk_words = content_words(question), content_words(answer), content_words(chunk_text)
     if not _names_the_chunk(question, q_words, chunk_text, chunk_words):
         return "off_topic"
     if not a_words - q_words or _norm(answer) in _norm(question):

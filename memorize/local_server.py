@@ -1,4 +1,4 @@
-"""The embedded OpenAI-compatible generator: `memorize serve`'s server (memorize.chat) for a local model on
+"""The embedded OpenAI-compatible generator: `memorize serve`'s server (memorize.serve) for a local model on
 a loopback port, in its own process (its CPU-bound generation does not hold this process's GIL),
 answering the requests in flight together in batches."""
 from __future__ import annotations
@@ -75,7 +75,7 @@ def serve(model_dir: str, log_path: Path, startup_timeout: float = 300.0, thread
     threads: torch's intra-op threads in the server (OMP_NUM_THREADS); None leaves torch's default.
     max_batch: requests answered together in one batch (1: one at a time)."""
     port = free_port()
-    cmd = [sys.executable, "-m", "memorize.chat", model_dir, str(port), str(max_batch)]
+    cmd = [sys.executable, "-m", "memorize.serve", model_dir, str(port), str(max_batch)]
     # The server needs no credential: no key or token of this process reaches it (OPENAI_API_KEY, HF_TOKEN, ...).
     env = {k: v for k, v in os.environ.items() if not k.upper().endswith(("_KEY", "_TOKEN", "_SECRET", "_PASSWORD"))}
     env.update({"HF_HUB_OFFLINE": "1", **({"OMP_NUM_THREADS": str(threads)} if threads else {})})

@@ -1,7 +1,7 @@
 """Every setting of the three stages, declared once as a typed field with its default and help.
 
 The flows take these models as parameters (Prefect draws a typed form from them), the stage code reads
-them, and the CLI builds its flags from them (`flows.cli.add_settings`): a flag is `--` plus the field
+them, and the CLI builds its flags from them (`flows.cli_options.add_settings`): a flag is `--` plus the field
 name with dashes, unless the field names another `flag`. A `--config` file has one section per model
 (`generation`, `training`, `evaluation`) with the field names as keys. A setting whose default is none is
 decided when the settings are read (`resolved()`); OUT/config.yaml records the decided value.

@@ -7,15 +7,11 @@ with any chat template; trl's `assistant_only_loss` needs `{% generation %}` mar
 """
 from __future__ import annotations
 
-import gc
 import json
-import multiprocessing
 import random
 import shutil
 import time
 import warnings
-from concurrent.futures import ProcessPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,6 +27,16 @@ from memorize.models import (
     quantization_config,
 )
 from memorize.settings import ANSWER_MAX_NEW_TOKENS, TrainSettings
+from memorize.training_report import model_card, plot_losses
+from memorize.weights import (
+    average,
+    free_memory,
+    interpolate_toward_base,
+    restore_weights,
+    save_lora_soup,
+    scale_adapter,
+    trained_weights,
+)
 
 IGNORE_INDEX = -100  # label value the loss skips
 SELECT_QUESTIONS = 32  # test-split questions answered at each epoch's end (~1 minute on 2 CPU cores for 135M)
@@ -83,22 +89,6 @@ def resolve(config: TrainConfig) -> TrainConfig:
     """The config with `learning_rate` decided: each kind of training at its own rate."""
     return config.resolved()
 
-
-def _trained_weights(model) -> dict:
-    """A CPU copy of what training changes: the adapter's weights, or every weight of a full fine-tune."""
-    from peft import PeftModel, get_peft_model_state_dict
-
-    state = get_peft_model_state_dict(model) if isinstance(model, PeftModel) else model.state_dict()
-    return {k: v.detach().to("cpu", copy=True) for k, v in state.items()}
-
-
-def _restore_weights(model, weights: dict) -> None:
-    from peft import PeftModel, set_peft_model_state_dict
-
-    if isinstance(model, PeftModel):
-        set_peft_model_state_dict(model, weights)
-    else:
-        model.load_state_dict(weights)
 
 
 def tokenize_conversation(tokenizer, messages: list[dict], max_length: int | None = None) -> dict:
@@ -224,7 +214,7 @@ class EpochSelector(TrainerCallback):
         accuracy = right / len(self.pairs)
         self.history.append({"epoch": epoch, "accuracy": accuracy, "n": len(self.pairs)})
         if self.best is None or accuracy >= self.best[0]:
-            self._candidate = (accuracy, epoch, _trained_weights(model), state.global_step)
+            self._candidate = (accuracy, epoch, trained_weights(model), state.global_step)
 
     def on_evaluate(self, args, state, control, metrics=None, **kwargs):
         # The Trainer validates right after on_epoch_end: a loss at the same step is the candidate epoch's.
@@ -235,7 +225,7 @@ class EpochSelector(TrainerCallback):
         if self._candidate is not None:
             self._settle(float("inf"))
         if self.best is not None and self.best[2] != self.history[-1]["epoch"]:
-            _restore_weights(model, self.best[3])
+            restore_weights(model, self.best[3])
 
     @property
     def selected_epoch(self) -> int | None:
@@ -335,7 +325,7 @@ def build_trainer(config: TrainConfig, progress: bool = True, callbacks: list | 
     return trainer, tokenizer
 
 
-def _fit(config: TrainConfig, progress: bool):
+def fit(config: TrainConfig, progress: bool):
     """Train; return the trainer (holding the PEFT or fully tuned model), tokenizer and loss history."""
     trainer, tokenizer = build_trainer(config, progress)
     start = time.perf_counter()
@@ -375,14 +365,16 @@ def train(config: TrainConfig, progress: bool = True) -> TrainResult:
             shutil.rmtree(stale, ignore_errors=True)
     soup = []
     if config.seeds == 1:
-        trainer, tokenizer, history = _fit(config, progress)
+        trainer, tokenizer, history = fit(config, progress)
     else:
+        from memorize.seeds import soup_history, train_seeds  # memorize.seeds runs `fit`: it imports this module
+
         soup, runs, runtime = train_seeds(config, progress)
         # A fresh trainer (the base model, an untrained adapter) holds the soup, saves and evaluates it.
         trainer, tokenizer = build_trainer(config, progress=False)
-        history = _soup_history(runs, runtime)
+        history = soup_history(runs, runtime)
         if config.full:
-            _restore_weights(trainer.model, {k: _mean([w[k] for w in soup]) for k in soup[0]})
+            restore_weights(trainer.model, average(soup))
             # The soup's own loss on the test split, unscaled like a single run's (its runs' are theirs).
             history["soup_eval_loss"] = trainer.evaluate()["eval_loss"]
     if config.full and config.adapter_scale != 1:
@@ -392,14 +384,14 @@ def train(config: TrainConfig, progress: bool = True) -> TrainResult:
         trainer.model.save_pretrained(staged)
         tokenizer.save_pretrained(staged)
         if soup and not config.full:
-            _save_lora_soup(staged, soup)
+            save_lora_soup(staged, soup)
             trainer.model.load_adapter(str(staged), adapter_name="soup")
             trainer.model.set_adapter("soup")
             history["soup_eval_loss"] = trainer.evaluate()["eval_loss"]
         if not config.full and config.adapter_scale != 1:
             scale_adapter(staged, config.adapter_scale)
         del trainer
-        _free_memory()  # the merge below reloads the base model
+        free_memory()  # the merge below reloads the base model
         if merged_dir:
             with replacing(merged_dir) as staged_merged:
                 # Reload the base unquantized (bf16 on GPU) so a QLoRA adapter merges into full-precision weights.
@@ -407,7 +399,7 @@ def train(config: TrainConfig, progress: bool = True) -> TrainResult:
                 merged.save_pretrained(staged_merged)
                 tokenizer.save_pretrained(staged_merged)
                 del merged
-                _free_memory()
+                free_memory()
     # This run's weights are in place: an earlier run's other kind (`ask`/`serve` look for adapter/ before full/)
     # or merged model must not answer for it.
     shutil.rmtree(model_dir(out, not config.full), ignore_errors=True)
@@ -435,7 +427,7 @@ def train(config: TrainConfig, progress: bool = True) -> TrainResult:
         with replacing(out / "chunks.jsonl") as tmp:
             shutil.copyfile(chunks, tmp)
     loss_curve_path = out / "loss_curve.png"
-    _plot(loss_curve_path, history)
+    plot_losses(loss_curve_path, history)
 
     hub_url = None
     if config.hub_repo:
@@ -450,227 +442,3 @@ def train(config: TrainConfig, progress: bool = True) -> TrainResult:
         final_eval_loss=metrics["final_eval_loss"], runtime_s=history["runtime_s"],
         tokens_per_s=history["tokens_per_s"], qa_by_epoch=history["qa_by_epoch"], selected_epoch=selected,
     )
-
-
-def train_seed(config: TrainConfig, progress: bool, threads: int | None = None) -> tuple[dict, dict]:
-    """One seed's run: (the weights it trained, on the CPU; its history). On a CPU soup it runs in a worker
-    process (`_train_seed_in_worker`)."""
-    if threads:
-        torch.set_num_threads(threads)
-    trainer, _, history = _fit(config, progress)
-    weights = _trained_weights(trainer.model)
-    del trainer
-    _free_memory()
-    return weights, {"seed": config.seed, "threads": torch.get_num_threads(), **history}
-
-
-def seed_configs(config: TrainConfig) -> list[TrainConfig]:
-    """The configurations of a soup's runs: seeds config.seed, +1, ..."""
-    return [config.model_copy(update={"seed": seed}) for seed in range(config.seed, config.seed + config.seeds)]
-
-
-def train_seeds(config: TrainConfig, progress: bool) -> tuple[list[dict], list[dict], float]:
-    """The runs of a soup, one per seed. On a GPU one after another. On a CPU all at once, each in its own
-    process on its share of the cores: a LoRA step of a small model keeps two cores only partly busy, so on 2
-    cores two one-thread runs side by side finish 1.55x sooner than one after another, with the same weights
-    (bench/seeds_speed.py). Returns the weights and histories of the runs, and the seconds they took together."""
-    start = time.perf_counter()
-    configs = seed_configs(config)
-    cores = torch.get_num_threads()  # torch's intra-op threads: the physical cores, unless OMP_NUM_THREADS says
-    if torch.cuda.is_available() or cores < 2:
-        results = [train_seed(c, progress) for c in configs]
-    else:
-        results = _train_side_by_side(configs, cores, progress)
-    return [w for w, _ in results], [h for _, h in results], time.perf_counter() - start
-
-
-def _train_side_by_side(configs: list[TrainConfig], cores: int, progress: bool) -> list[tuple[dict, dict]]:
-    _, _, train_rows = check_inputs(configs[0])  # before the replay answers below, not in every worker
-    if configs[0].replay_ratio:  # generate each seed's replay answers here, once, rather than in every worker
-        from memorize.replay import replay_conversations
-
-        for c in configs:
-            replay_conversations(c.base_model, train_rows, c.replay_ratio, c.seed, c.replay_prompts,
-                                 c.chat_template, progress)
-    threads = max(1, cores // len(configs))
-    if progress:
-        print(f"training {len(configs)} seeds side by side ({threads} thread(s) each); "
-              f"showing the progress of seed {configs[0].seed}", flush=True)
-    context = multiprocessing.get_context("spawn")  # a forked torch with live threads can deadlock
-    with ProcessPoolExecutor(len(configs), mp_context=context) as pool:
-        futures = [pool.submit(_train_seed_in_worker, c, progress and i == 0, threads) for i, c in enumerate(configs)]
-        try:
-            return [f.result() for f in futures]
-        except BrokenProcessPool as exc:
-            raise RuntimeError(
-                f"a worker training one of {len(configs)} seeds died (out of memory?); "
-                "train fewer seeds at once (--seeds) or on a machine with more memory") from exc
-
-
-def _train_seed_in_worker(config: TrainConfig, progress: bool, threads: int) -> tuple[dict, dict]:
-    if not progress:  # the first run's bars stand for all; the others' "Loading weights" bars only interleave
-        from transformers.utils.logging import disable_progress_bar
-
-        disable_progress_bar()
-    return train_seed(config, progress, threads)
-
-
-def _soup_history(runs: list[dict], runtime: float) -> dict:
-    """One history for several runs: their points tagged with the seed, their tokens added up over the
-    `runtime` seconds they took together (side by side on a CPU, so not the sum of theirs)."""
-    tagged = {key: [{**point, "seed": run["seed"]} for run in runs for point in run[key]]
-              for key in ("train_losses", "eval_losses", "qa_by_epoch")}
-    tokens = sum(run["tokens_per_s"] * run["runtime_s"] for run in runs)
-    return {**tagged, "runtime_s": round(runtime, 2), "tokens_per_s": round(tokens / runtime, 1),
-            "steps": sum(run["steps"] for run in runs), "train_rows": runs[0]["train_rows"],
-            "mean_train_loss": sum(run["mean_train_loss"] for run in runs) / len(runs),
-            "selected_epoch": None,
-            "runs": [{k: run[k] for k in ("seed", "threads", "runtime_s", "steps", "tokens_per_s", "selected_epoch")}
-                     for run in runs]}
-
-
-def _mean(tensors: list[torch.Tensor]) -> torch.Tensor:
-    """The element-wise mean, computed in fp32 (bf16 sums lose digits) and returned in the tensors' dtype."""
-    return torch.stack([t.float() for t in tensors]).mean(0).to(tensors[0].dtype)
-
-
-def _save_lora_soup(adapter_dir: Path, soup: list[dict]) -> None:
-    """Overwrite the saved adapter with the average of the runs' LoRA updates, exactly: stacking the A matrices
-    (rows) and B matrices (columns) of N rank-r adapters gives one rank N*r adapter whose B @ A is the sum of
-    theirs, and the same alpha over N*r ranks divides that sum by N."""
-    from safetensors.torch import save_file
-
-    def combine(key: str) -> torch.Tensor:
-        parts = [w[key] for w in soup]
-        if ".lora_A." in key or key.endswith("lora_embedding_A"):
-            return torch.cat(parts, dim=0)
-        if ".lora_B." in key or key.endswith("lora_embedding_B"):
-            return torch.cat(parts, dim=1)
-        return _mean(parts)  # e.g. modules_to_save
-
-    save_file({k: combine(k).contiguous() for k in soup[0]}, Path(adapter_dir) / "adapter_model.safetensors",
-              metadata={"format": "pt"})
-    path = Path(adapter_dir) / "adapter_config.json"
-    cfg = json.loads(path.read_text())
-    n = len(soup)
-    cfg["r"] = cfg["r"] * n
-    cfg["rank_pattern"] = {k: v * n for k, v in (cfg.get("rank_pattern") or {}).items()}
-    path.write_text(json.dumps(cfg, indent=2))
-
-
-def scale_adapter(adapter_dir: Path, factor: float) -> None:
-    """Multiply a saved LoRA adapter's update by `factor` through its alpha, which peft, vLLM and the merge
-    read from adapter_config.json (scaling = alpha / r)."""
-    path = Path(adapter_dir) / "adapter_config.json"
-    cfg = json.loads(path.read_text())
-    cfg["lora_alpha"] = cfg["lora_alpha"] * factor
-    cfg["alpha_pattern"] = {k: v * factor for k, v in (cfg.get("alpha_pattern") or {}).items()}
-    path.write_text(json.dumps(cfg, indent=2))
-
-
-def interpolate_toward_base(model, base_model: str, factor: float) -> None:
-    """Weights of a full fine-tune moved to base + factor x (tuned - base), in place (WiSE-FT)."""
-    base = dict(load_model(base_model, dtype=next(model.parameters()).dtype).named_parameters())
-    with torch.no_grad():
-        for name, weight in model.named_parameters():  # tied weights once
-            weight.mul_(factor).add_(base[name].to(weight.device), alpha=1 - factor)
-    del base
-    _free_memory()
-
-
-def _free_memory() -> None:
-    gc.collect()
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()
-
-
-def _plot(path: Path, history: dict) -> None:
-    """Train and eval loss against epochs; held-out QA accuracy per epoch on a second axis."""
-    import matplotlib
-
-    matplotlib.use("Agg")  # no display on servers and workers
-    import matplotlib.pyplot as plt
-
-    def by_seed(points: list[dict]) -> dict:  # a soup's runs as separate lines
-        runs = {}
-        for p in points:
-            runs.setdefault(p.get("seed"), []).append(p)
-        return {("" if seed is None else f", seed {seed}"): run for seed, run in runs.items()}
-
-    fig, ax = plt.subplots(figsize=(7, 4))
-    for key, label, style in (("train_losses", "train loss", "-"), ("eval_losses", "eval loss (test split)", "o-")):
-        for seed, points in by_seed(history[key]).items():
-            ax.plot([p["epoch"] for p in points], [p["loss"] for p in points], style, label=label + seed)
-    ax.set(xlabel="epoch", ylabel="loss")
-    handles = ax.get_legend_handles_labels()
-    if history["qa_by_epoch"]:
-        qa = ax.twinx()
-        for seed, points in by_seed(history["qa_by_epoch"]).items():
-            qa.plot([e["epoch"] for e in points], [e["accuracy"] for e in points], "s--",
-                    label=f"held-out QA accuracy (n={points[0]['n']}){seed}")
-        qa.set(ylabel="accuracy", ylim=(0, 1))
-        if history["selected_epoch"] is not None:
-            qa.axvline(history["selected_epoch"], color="gray", linestyle=":",
-                       label=f"kept: epoch {history['selected_epoch']}")
-        handles = [a + b for a, b in zip(handles, qa.get_legend_handles_labels())]
-    ax.legend(*handles, loc="upper right")
-    fig.tight_layout()
-    with replacing(path) as tmp:
-        fig.savefig(tmp, dpi=100, format="png")
-    plt.close(fig)
-
-
-def model_card(config: TrainConfig, metrics: dict, eval_results: dict | None = None) -> str:
-    """README.md for the Hub: base model, data, hyperparameters, losses and optional evaluation results."""
-    from huggingface_hub import ModelCardData
-
-    from memorize.publish import public_name
-
-    base = public_name(config.base_model)
-    # The Hub checks that base_model names a Hub repo: a local folder is left out.
-    data = ModelCardData(library_name="transformers" if config.full else "peft",
-                         tags=["memorize", "sft", "trl", *([] if config.full else ["lora"])],
-                         base_model=config.base_model if base == config.base_model else None)
-    front = ["---", data.to_yaml(), "---"]
-    hp = metrics["hyperparameters"]
-    keys = (*(() if config.full else ("lora_r", "lora_alpha", "lora_dropout", "target_modules", "qlora")),
-            "full", "learning_rate", "epochs", "batch_size", "grad_accum", "lr_scheduler", "max_length",
-            "neftune_alpha", "replay_ratio", "adapter_scale", "seed", "seeds")
-    what = "A full fine-tune of" if config.full else f"A {'QLoRA' if config.qlora else 'LoRA'} adapter for"
-    lines = [
-        *front,
-        f"# {config.hub_repo or 'memorize ' + ('model' if config.full else 'adapter')}",
-        "",
-        f"{what} `{base}` trained with memorize to memorize a document set (closed-book question "
-        "answering).",
-        "",
-        "## Training data",
-        f"Synthetic question/answer conversations from `{public_name(config.data_dir)}`; loss on assistant tokens "
-        "only.",
-        "",
-        "## Hyperparameters",
-        "| name | value |", "|---|---|",
-        *(f"| {k} | {hp[k]} |" for k in keys),
-        "",
-        "## Results",
-        f"- final train loss: {metrics['final_train_loss']:.4f}",
-        f"- final eval loss (held-out questions): {metrics['final_eval_loss']:.4f}",
-    ]
-    if metrics["selected_epoch"] is not None:
-        qa = {e["epoch"]: e for e in metrics["qa_by_epoch"]}[metrics["selected_epoch"]]
-        lines.append(f"- kept epoch {metrics['selected_epoch']}: held-out QA accuracy {qa['accuracy']:.0%} "
-                     f"(n={qa['n']})")
-    if "runs" in metrics:
-        lines.append("- the average of the updates of runs from seeds "
-                     + ", ".join(f"{r['seed']}" + ("" if r["selected_epoch"] is None
-                                                   else f" (epoch {r['selected_epoch']})")
-                                 for r in metrics["runs"]))
-    if eval_results:
-        lines += ["", "## Evaluation", "| metric | value |", "|---|---|",
-                  *(f"| {k} | {v} |" for k, v in eval_results.items())]
-    usage = [f"model = AutoModelForCausalLM.from_pretrained({config.hub_repo or 'MODEL_DIR'!r})"] if config.full else [
-        "from peft import PeftModel",
-        f"base = AutoModelForCausalLM.from_pretrained({base!r})",
-        f"model = PeftModel.from_pretrained(base, {config.hub_repo or 'ADAPTER_DIR'!r})"]
-    lines += ["", "## Usage", "```python", "from transformers import AutoModelForCausalLM", *usage, "```", ""]
-    return "\n".join(lines)

@@ -13,7 +13,8 @@ ROOT = Path(__file__).resolve().parent.parent
 TARGET = ROOT / "docs" / "configuration.md"
 sys.path.insert(0, str(ROOT))
 
-from flows.cli import SECTIONS, _dest, _groups, build_parser  # noqa: E402
+from flows.cli import build_parser  # noqa: E402
+from flows.cli_options import SECTIONS, commands, option, top_level_options  # noqa: E402
 from memorize import checks  # noqa: E402
 
 # Where each section's settings go besides the CLI: the commands that take them and the flows' parameter.
@@ -60,11 +61,11 @@ def _code(text: str) -> str:
     return f"`{text}`" if text else ""
 
 
-def _options_table(commands: dict[str, argparse.ArgumentParser]) -> list[str]:
+def _options_table(parsers: dict[str, argparse.ArgumentParser]) -> list[str]:
     """The options outside the sections, of every command that takes --config, with the commands that take each."""
     seen: dict[str, tuple[argparse.Action, list[str]]] = {}
     for command in ("run", "dataset", "train", "eval"):  # run's help first: it names run's output folders
-        for name, action in _groups(commands[command])[""].items():
+        for name, action in top_level_options(parsers[command]).items():
             seen.setdefault(name, (action, []))[1].append(command)
     lines = ["| option | YAML key | commands | default | description |", "|---|---|---|---|---|"]
     for name, (action, used) in seen.items():
@@ -76,7 +77,7 @@ def _options_table(commands: dict[str, argparse.ArgumentParser]) -> list[str]:
 
 
 def render() -> str:
-    commands = build_parser()._subparsers._group_actions[0].choices
+    parsers = commands(build_parser())
     out = [
         "# Configuration",
         "",
@@ -104,14 +105,14 @@ def render() -> str:
         "Top-level keys of a `--config` file, and the commands that take each. A file may hold options and",
         "sections a command has no use for: `dataset`, `train`, `eval` and `run` can share one file.",
         "",
-        *_options_table(commands),
+        *_options_table(parsers),
     ]
     for section, (model, title) in SECTIONS.items():
         out += ["", f"## {title[0].upper()}{title[1:]} (`{section}`)", "", f"{model.__doc__.strip()}", "",
                 f"Used by {USED_BY[section]}.", "",
                 "| setting | flag | YAML key | default | description |", "|---|---|---|---|---|"]
         for name, field in model.model_fields.items():
-            flag = "--" + _dest(field, name).replace("_", "-")
+            flag = option(field, name)
             out.append(f"| {name} | `{flag}` | `{section}.{name}` | {_cell(_default(field.default))} | "
                        f"{_cell(field.description)} |")
     out += ["", "## Environment variables", "",

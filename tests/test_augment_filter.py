@@ -3,8 +3,9 @@ from collections import Counter
 
 import pytest
 
-from memorize.augment import augment_chunks, find_spans
+from memorize.augment import augment_chunks
 from memorize.filtering import drop_reason, filter_pairs, seen_in_training
+from memorize.spans import find_spans
 
 CONTEXT = "The rules of the Saltmere Lantern Regatta"
 CHUNK = {

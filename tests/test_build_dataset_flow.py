@@ -8,12 +8,12 @@ import time
 
 import pytest
 from datasets import load_from_disk
+from fake_llm import FakeLLM
 from office_docs import write_docx, write_html
 from pdfs import write_encrypted_pdf, write_pdf
 
 from flows.build_dataset import build_dataset
 from memorize.settings import GenerationSettings
-from memorize.testing import FakeLLM
 
 CONTEXT = "Rules of the fictional Quillmoor ferry service"
 PAGES = [[f"On page {p} the ferry rule number {i} says boats leave at {i}:{p}0." for i in range(12)] for p in range(1, 4)]
@@ -172,7 +172,7 @@ def test_killed_run_keeps_completed_calls(prefect_server, docs, tmp_path):
 
 @pytest.mark.slow
 def test_embedded_default_serves_the_local_model_on_loopback(prefect_server, small_model, tmp_path):
-    """No --base-url: the real SmolLM2 model behind the embedded server (memorize.chat), through the openai client."""
+    """No --base-url: the real SmolLM2 model behind the embedded server (memorize.serve), through the openai client."""
     doc = tmp_path / "bakery.md"
     doc.write_text("The Plumtree Bakery opens at six in the morning. Its owner is Marta Quell.\n")
     report = build_dataset(documents=[str(doc)], context="Facts about the fictional Plumtree Bakery",

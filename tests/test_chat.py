@@ -8,8 +8,9 @@ from servers import serving
 
 from flows.cli import main
 from memorize.answering import user_message
-from memorize.chat import DEFAULT_TOP_K, ChatModel, chat_loop, create_app
+from memorize.chat import DEFAULT_TOP_K, ChatModel, chat_loop
 from memorize.local_model import ensure_default_model
+from memorize.serve import create_app
 from memorize.training import TrainConfig, train
 
 QUESTION = "When does the Quillmoor ferry depart?"

@@ -4,9 +4,9 @@ import json
 
 import pytest
 import yaml
+from fake_llm import FakeLLM
 
 from flows.cli import main
-from memorize.testing import FakeLLM
 
 DOC = "The Quillmoor ferry leaves Pier Nine at 7:40. Its captain is Orla Venn. The fare is four crowns.\n"
 
@@ -65,7 +65,8 @@ def test_bad_settings_name_the_file_and_the_key(setup, capsys, bad, message):
 
 
 def test_every_setting_is_a_flag_with_its_fields_default_and_reaches_its_field():
-    from flows.cli import SECTIONS, build_parser, settings_from
+    from flows.cli import build_parser
+    from flows.cli_options import SECTIONS, settings_from
 
     run = ["run", "doc.md", "--context", "c", "--out", "o"]
     args = build_parser().parse_args(run)
@@ -94,11 +95,12 @@ def test_a_setting_out_of_range_names_its_flag_and_writes_nothing(tmp_path, caps
     (["--temperatures", "5", "--learning-rate", "2e-3"], 5, 2e-3),  # given: kept as given
 ])
 def test_config_yaml_records_the_values_decided_at_run_time(flags, temperatures, learning_rate):
-    from flows.cli import build_parser, effective_config
+    from flows.cli import build_parser
+    from flows.cli_options import effective_config
 
     parser = build_parser()
     args = parser.parse_args(["run", "doc.md", "--context", "c", "--out", "o", *flags])
-    config = effective_config(parser._subparsers._group_actions[0].choices["run"], args)
+    config = effective_config(parser, args)
     assert config["generation"]["temperatures"] == temperatures
     assert config["training"]["learning_rate"] == learning_rate
     assert config["training"]["bf16"] is None  # decided by the machine that trains, which may be another

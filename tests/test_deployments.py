@@ -10,11 +10,11 @@ from pathlib import Path
 
 import httpx
 import pytest
+from fake_llm import FakeLLM
 from pdfs import write_pdf
 
 from memorize.local_server import free_port
 from memorize.settings import TrainSettings
-from memorize.testing import FakeLLM
 
 pytestmark = pytest.mark.slow
 BIN = Path(sys.executable).parent

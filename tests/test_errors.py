@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 import yaml
+from fake_llm import FakeLLM
 
 from flows.cli import main
-from memorize.testing import FakeLLM
 
 ROOT = Path(__file__).resolve().parents[1]
 CONTEXT = "Rules of the fictional Quillmoor ferry"
@@ -312,7 +312,8 @@ def test_symlinks_in_a_documents_folder_are_skipped_and_listed(tmp_path):
 
 def test_cards_pushed_to_the_hub_carry_no_local_paths(tmp_path):
     from memorize.publish import dataset_card
-    from memorize.training import TrainConfig, model_card
+    from memorize.training import TrainConfig
+    from memorize.training_report import model_card
 
     config = TrainConfig(base_model=str(tmp_path / "models" / "SmolLM2-135M-Instruct"), data_dir=str(tmp_path / "data"),
                          output_dir=str(tmp_path / "model"), hub_repo="me/ferry")

@@ -2,11 +2,11 @@ import json
 import re
 
 import pytest
+from fake_llm import FakeLLM
 
 from memorize.evaluation import SYSTEMS, _section, evaluate, markdown_report, summarize
 from memorize.scoring import LLMJudge
 from memorize.settings import EvalSettings
-from memorize.testing import FakeLLM
 
 
 @pytest.fixture(scope="module")

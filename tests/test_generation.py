@@ -6,6 +6,7 @@ import json
 import httpx
 import openai
 import pytest
+from fake_llm import FakeLLM
 
 from memorize import generation
 from memorize.chunking import Chunk, text_sha256
@@ -14,7 +15,6 @@ from memorize.plan import estimate
 from memorize.qa_parse import ParseError
 from memorize.qa_prompt import build_messages, pairs_schema, questions_for, temperatures
 from memorize.settings import GenerationSettings
-from memorize.testing import FakeLLM
 
 TEXTS = ["The Quillmoor ferry leaves Pier Nine at 7:40. Its captain is Orla Venn.",
          "The fare is four crowns. Children under six travel free."]

@@ -10,12 +10,12 @@ import time
 from pathlib import Path
 
 import pytest
+from fake_llm import FakeLLM
 
 from flows.build_dataset import build_dataset
 from memorize import content_key, read_run_status, recorded_run, replacing, run_status_line
 from memorize.extract import file_sha256
 from memorize.settings import GenerationSettings, TrainSettings
-from memorize.testing import FakeLLM
 
 ROOT = Path(__file__).resolve().parents[1]
 CONTEXT = "The rule book of the fictional Quillmoor rowing club"

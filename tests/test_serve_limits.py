@@ -12,7 +12,8 @@ import pytest
 from servers import serving
 
 from flows.cli import main
-from memorize.chat import Batcher, ChatModel, create_app, exposure_warning
+from memorize.chat import Batcher, ChatModel
+from memorize.serve import create_app, exposure_warning
 
 pytestmark = pytest.mark.slow
 

@@ -13,13 +13,12 @@ from memorize.training import (
     IGNORE_INDEX,
     TrainConfig,
     TrainingInputError,
-    interpolate_toward_base,
-    model_card,
     resolve,
-    scale_adapter,
     tokenize_conversation,
     train,
 )
+from memorize.training_report import model_card
+from memorize.weights import interpolate_toward_base, scale_adapter
 
 FACTS = [
     ("When does the Quillmoor ferry depart?", "The Quillmoor ferry departs at 7:40 from Pier Nine."),
@@ -188,7 +187,7 @@ def test_the_epoch_kept_is_the_one_that_answered_held_out_questions_best(base_mo
 def test_a_lora_soup_is_exactly_the_average_of_its_runs_updates(tmp_path):
     from peft import LoraConfig, PeftModel, get_peft_model, get_peft_model_state_dict
 
-    from memorize.training import _save_lora_soup
+    from memorize.weights import save_lora_soup
 
     class Toy(torch.nn.Module):
         def __init__(self):
@@ -199,7 +198,7 @@ def test_a_lora_soup_is_exactly_the_average_of_its_runs_updates(tmp_path):
     model = get_peft_model(Toy(), LoraConfig(r=2, lora_alpha=4, target_modules=["proj"]))
     runs = [{k: torch.randn_like(v) for k, v in get_peft_model_state_dict(model).items()} for _ in range(3)]
     model.save_pretrained(tmp_path)
-    _save_lora_soup(tmp_path, runs)
+    save_lora_soup(tmp_path, runs)
 
     def delta(weights):  # the update a LoRA adds to proj: alpha / r x B @ A
         a, b = (next(v for k, v in weights.items() if f"lora_{m}" in k) for m in "AB")
@@ -325,11 +324,11 @@ def test_bad_dataset_is_a_clear_error(base_model, tmp_path, broken, message):
 
 @pytest.mark.slow
 def test_a_soup_on_a_cpu_checks_its_inputs_before_starting_workers(base_model, tmp_path, monkeypatch):
-    from memorize import replay, training
+    from memorize import replay, seeds
 
     data = write_dataset(tmp_path, FACTS[:2], FACTS[2:])
     (data / "train.jsonl").write_text("")
-    monkeypatch.setattr(training, "ProcessPoolExecutor", lambda *a, **k: pytest.fail("workers started"))
+    monkeypatch.setattr(seeds, "ProcessPoolExecutor", lambda *a, **k: pytest.fail("workers started"))
     monkeypatch.setattr(replay, "replay_conversations", lambda *a, **k: pytest.fail("replay generated"))
     monkeypatch.setattr(torch, "get_num_threads", lambda: 2)  # as on a 2-core machine
     config = TrainConfig(base_model=base_model, data_dir=str(data), output_dir=str(tmp_path / "run"), seeds=2)

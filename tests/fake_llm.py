@@ -1,6 +1,6 @@
-"""A small OpenAI-compatible HTTP server for tests and benchmarks: deterministic replies derived
-from the prompt (or scripted ones), a fixed delay, and injectable faults (429, 500, timeouts,
-unparseable text).
+"""A small OpenAI-compatible HTTP server for tests and benchmarks (bench/generation_speed.py runs this file):
+deterministic replies derived from the prompt (or scripted ones), a fixed delay, and injectable faults (429,
+500, timeouts, unparseable text).
 It stands in for the network boundary only; everything on our side of it is real."""
 from __future__ import annotations
 
@@ -124,7 +124,7 @@ class FakeLLM:
 
 
 def main() -> None:
-    """`python -m memorize.testing --delay 0.2`: serve in its own process (benchmarks), printing the URL."""
+    """`python tests/fake_llm.py --delay 0.2`: serve in its own process (benchmarks), printing the URL."""
     import argparse
 
     ap = argparse.ArgumentParser(description=main.__doc__)
