@@ -14,7 +14,7 @@ from transformers import DynamicCache, LogitsProcessor, LogitsProcessorList
 
 from memorize import read_json_cache, write_json
 from memorize.local_model import cache_home
-from memorize.models import load_model, load_tokenizer
+from memorize.models import inference_dtype, load_model, load_tokenizer, load_tuned
 from memorize.settings import ANSWER_BATCH_SIZE, ANSWER_BATCH_TOKENS
 
 
@@ -170,13 +170,15 @@ def user_message(question: str, context: str | None = None) -> str:
 
 
 def model_fingerprint(model_id: str) -> str:
-    """A local model folder is named by its path and its weights' sizes and times; a Hub id by itself."""
+    """A local model folder is named by its path and its weights' sizes and times, a Hub id by itself; both
+    with the dtype it answers in (bf16 and fp32 greedy answers differ)."""
     path = Path(model_id)
+    dtype = str(inference_dtype())
     if not path.is_dir():
-        return model_id
+        return json.dumps([model_id, dtype])
     stats = sorted((f.name, f.stat().st_size, int(f.stat().st_mtime)) for f in path.iterdir()
                    if f.suffix in (".safetensors", ".bin", ".json"))
-    return json.dumps([str(path.resolve()), stats])
+    return json.dumps([str(path.resolve()), stats, dtype])
 
 
 class AnswerCache:
@@ -239,9 +241,12 @@ class Answerer:
              system_prompt: str | None = None) -> "Answerer":
         """`adapter`: a LoRA adapter folder, or a whole fine-tuned model's (`--full`)."""
         tokenizer = load_tokenizer(model_id, chat_template)
-        if adapter and not (Path(adapter) / "adapter_config.json").exists():
+        if adapter is None:
+            return cls(load_model(model_id), tokenizer, False, system_prompt)
+        if not (Path(adapter) / "adapter_config.json").exists():
             return cls(load_model(adapter), tokenizer, True, system_prompt, base=load_model(model_id))
-        return cls(load_model(model_id, adapter=adapter), tokenizer, adapter is not None, system_prompt)
+        model, merged = load_tuned(model_id, adapter)
+        return cls(model, tokenizer, True, system_prompt, base=load_model(model_id) if merged else None)
 
     def prompt(self, question: str, context: str | None = None) -> str:
         messages = [{"role": "user", "content": user_message(question, context)}]

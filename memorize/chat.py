@@ -16,7 +16,7 @@ import torch
 from transformers import StoppingCriteria, StoppingCriteriaList
 
 from memorize.answering import JsonSchemaRows, complete, eos_ids, user_message
-from memorize.models import ModelLoadError, load_model, load_tokenizer
+from memorize.models import ModelLoadError, load_model, load_tokenizer, load_tuned
 from memorize.settings import EvalSettings
 
 DEFAULT_TOP_K = EvalSettings.model_fields["top_k"].default  # the chunks evaluation gives the in-context system
@@ -46,24 +46,27 @@ class ChatModel:
     """A fine-tuned model read from MODEL_DIR: the output folder of `memorize train` (or `run`'s model/),
     its adapter/ folder, or a whole model (merged/, or full/ of `train --full`). An adapter names its base in
     adapter_config.json; the tokenizer (with the chat template used in training) is read from the adapter
-    folder. With an adapter, the base model's own answers are one switch away (`use_adapter=False`), on the
-    same weights; a full fine-tune's base (named in the metrics.json beside full/) is loaded beside it when
-    first asked. The chunks it was trained on are read from chunks.jsonl in MODEL_DIR or beside adapter/
-    (`train` copies it there), or from `chunks`."""
+    folder. The base model's own answers (`use_adapter=False`) come from the adapter switched off on a GPU;
+    on a CPU, where the adapter is merged (models.load_tuned), and for a full fine-tune (its base named in the
+    metrics.json beside full/), from the base loaded beside it when first asked. The chunks it was trained on
+    are read from chunks.jsonl in MODEL_DIR or beside adapter/ (`train` copies it there), or from `chunks`."""
 
     def __init__(self, model_dir: str | Path, chunks: str | Path | None = None):
         root = Path(model_dir)
         adapter = next((d for d in (root / "adapter", root) if (d / "adapter_config.json").exists()), None)
-        self.base, self.full = None, False  # a full fine-tune's base model, loaded when first asked
+        # base_apart: the base is a model of its own (a full fine-tune's, or beside a merged adapter), loaded
+        # into self.base when first asked.
+        self.base, self.base_apart = None, False
         whole = None
         if adapter is not None:
             base = json.loads((adapter / "adapter_config.json").read_text())["base_model_name_or_path"]
-            self.model, self.tokenizer = load_model(base, adapter=str(adapter)), load_tokenizer(str(adapter))
+            self.model, self.base_apart = load_tuned(base, str(adapter))
+            self.tokenizer = load_tokenizer(str(adapter))
         elif whole := next((d for d in (root / "full", root) if (d / "config.json").exists()), None):
             self.model, self.tokenizer = load_model(str(whole)), load_tokenizer(str(whole))
             metrics = whole.parent / "metrics.json"  # `train` writes full/ beside it; merged/ has a base too
-            self.full = whole.name == "full" and metrics.exists()
-            base = json.loads(metrics.read_text())["base_model"] if self.full else None
+            self.base_apart = whole.name == "full" and metrics.exists()
+            base = json.loads(metrics.read_text())["base_model"] if self.base_apart else None
         else:
             raise ModelLoadError(f"{root}: no adapter (adapter/adapter_config.json) and no model (config.json) found; "
                                  "pass the output folder of `memorize train` or its adapter/, full/ or merged/ folder")
@@ -126,7 +129,7 @@ class ChatModel:
         """(model, context to generate in): the fine-tuned model, or the base's own answers."""
         if use_adapter or self.base_name is None:
             return self.model, nullcontext()
-        if self.full:
+        if self.base_apart:
             self.base = self.base or load_model(self.base_path)
             return self.base, nullcontext()
         return self.model, self.model.disable_adapter()

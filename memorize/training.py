@@ -22,6 +22,7 @@ from memorize import replacing, write_json
 from memorize.models import (
     best_dtype,
     context_length,
+    has_cuda,
     load_model,
     load_tokenizer,
     quantization_config,
@@ -290,6 +291,7 @@ def build_trainer(config: TrainConfig, progress: bool = True, callbacks: list | 
         **_checkpointing_args(config.gradient_checkpointing),
         bf16=dtype == torch.bfloat16,
         fp16=dtype == torch.float16,
+        use_cpu=dtype == torch.bfloat16 and not has_cuda(),  # else transformers refuses bf16 without a GPU
         # Paged optimizer: absorbs memory spikes on long sequences; 32-bit states cost little for LoRA weights.
         # Fused AdamW: a full fine-tune's step of 135M weights on 2 CPU cores took 0.09 s instead of 0.44 s.
         optim="paged_adamw_32bit" if config.qlora else "adamw_torch_fused",

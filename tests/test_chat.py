@@ -4,12 +4,14 @@ import json
 import threading
 
 import pytest
+import torch
 from servers import serving
 
 from flows.cli import main
-from memorize.answering import user_message
+from memorize.answering import Answerer, user_message
 from memorize.chat import DEFAULT_TOP_K, ChatModel, chat_loop
 from memorize.local_model import ensure_default_model
+from memorize.models import load_model, load_tokenizer, load_tuned
 from memorize.serve import create_app
 from memorize.training import TrainConfig, train
 
@@ -60,6 +62,26 @@ def test_ask_answers_with_the_adapter_and_the_base_beside_it(trained, capsys):
     tuned, tuned_evidence, base, _ = capsys.readouterr().out.strip().split("\n")  # each answer, then its evidence
     assert tuned.startswith("fine-tuned: ") and "7:40" in tuned and tuned_evidence == EVIDENCE
     assert base.startswith("base: ") and "7:40" not in base and len(base) > len("base: ")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU keeps the adapter on top of the base weights")
+def test_on_a_cpu_the_adapter_is_merged_and_answers_as_it_does_on_top(trained):
+    base = str(ensure_default_model(progress=False))
+    merged, apart = load_tuned(base, str(trained / "adapter"))
+    assert apart and not hasattr(merged, "peft_config")
+    on_top = load_model(base, adapter=str(trained / "adapter"), dtype=next(merged.parameters()).dtype)
+    tokenizer = load_tokenizer(str(trained / "adapter"))
+    ids = tokenizer.apply_chat_template([{"role": "user", "content": QUESTION}], add_generation_prompt=True,
+                                        return_tensors="pt", return_dict=True)["input_ids"]
+    with torch.inference_mode():
+        a, b = merged(input_ids=ids).logits[0, -1].float(), on_top(input_ids=ids).logits[0, -1].float()
+    assert a.argmax() == b.argmax() and torch.allclose(a.softmax(-1), b.softmax(-1), atol=0.02)
+    # The base's own answers come from the base loaded beside it, not from the merged weights.
+    answerer = Answerer.load(base, adapter=str(trained / "adapter"))
+    assert answerer.base is not None
+    tuned, plain = (answerer.answer([QUESTION], max_new_tokens=24, use_adapter=u, progress=False)[0]
+                    for u in (True, False))
+    assert "7:40" in tuned and plain == Answerer.load(base).answer([QUESTION], max_new_tokens=24, progress=False)[0]
 
 
 def test_train_copies_the_chunks_beside_the_model_and_chunks_overrides_them(trained, tmp_path, capsys):
