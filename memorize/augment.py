@@ -31,7 +31,7 @@ from memorize.spans import Span, find_spans
 from memorize.text import CLAUSE, COMMON_STARTERS, fact_sentences, in_document, looks_like_person
 
 KINDS = ("passage", "span", "reverse", "cloze", "clause", "list", "steps", "table")
-AUGMENT_VERSION = 3  # part of the cache key: changing the rules rebuilds the pairs
+AUGMENT_VERSION = 3  # part of the pairs' seed and of the cache key (as is the rules' source, tasks/augment.py)
 
 _WH = {"quote": "what", "date": "on what date", "year": "in what year", "percent": "what percentage",
        "day": "on which day", "month": "in which month", "colour": "what colour", "name": "what"}
@@ -334,6 +334,8 @@ class _Pairs(_Writer):
                             _sentence(f"{label}: " + "; ".join(f"{h} {v}" for h, v in cells))))
             for j, (h, v) in enumerate(cells):
                 out.append(("table", f"In {where}, what is the {h} for {label}?", f"The {h} for {label} is {v}."))
+                # The same cell from the row's side, worded apart and without the table's name, as users ask.
+                out.append(("table", f"{self.prefix()}, what {h} is given for {label}?", f"For {label}, the {h} is {v}."))
                 column = [r[header.index(h)] for r in b.rows if len(r) == len(header)]
                 if column.count(v) == 1 and len(column) > 1:  # only a unique value names its row
                     out.append(("table", f"In {where}, which {entity} has a {h} of {v}?", f"{label} has a {h} of {v}."))

@@ -128,4 +128,6 @@ def test_a_spreadsheet_sheet_is_a_table(tmp_path):
     facts = {p["question"]: p["answer"] for p in pairs if p["kind"] == "table"}
     assert facts['In the "Fares" table of the rules of the Bramble Croquet League, what is the return for Child?'] == \
         "The return for Child is 12 euros."
-    assert len(facts) == 2 + 4 + 4  # a row each, a cell each, each unique value asked back
+    assert [a for q, a in facts.items() if q.endswith(", what return is given for Child?")] == [
+        "For Child, the return is 12 euros."]  # the same cell from the row's side, without the table's name
+    assert len(facts) == 2 + 4 + 4 + 4  # a row each, a cell each (two ways), each unique value asked back
