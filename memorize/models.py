@@ -25,9 +25,10 @@ def inference_dtype() -> torch.dtype:
     """The dtype models answer in: as training on a GPU; on a CPU, bf16 where its cores multiply bf16 natively
     (AMX or AVX512-BF16: greedy answers came 1.9-2.2x faster than fp32 with the same accuracy, see
     docs/results.md), else fp32."""
-    if has_cuda() or not (torch.cpu._is_amx_tile_supported() or torch.cpu._is_avx512_bf16_supported()):
-        return best_dtype()
-    return torch.bfloat16
+    # torch's own CPU feature probes (private, hence looked up: a torch without them answers in fp32).
+    native = any(getattr(torch.cpu, probe, lambda: False)() for probe in ("_is_amx_tile_supported",
+                                                                         "_is_avx512_bf16_supported"))
+    return torch.bfloat16 if native and not has_cuda() else best_dtype()
 
 
 def load_tokenizer(model_id: str, chat_template: str | None = None):
