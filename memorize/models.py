@@ -23,7 +23,7 @@ def best_dtype() -> torch.dtype:
 
 def inference_dtype() -> torch.dtype:
     """The dtype models answer in: as training on a GPU; on a CPU, bf16 where its cores multiply bf16 natively
-    (AMX or AVX512-BF16: greedy answers came 1.9-2.2x faster than fp32 with the same accuracy, see
+    (AMX or AVX512-BF16: greedy answers came 2-2.5x faster than fp32 with the same accuracy, see
     docs/results.md), else fp32."""
     # torch's own CPU feature probes (private, hence looked up: a torch without them answers in fp32).
     native = any(getattr(torch.cpu, probe, lambda: False)() for probe in ("_is_amx_tile_supported",
