@@ -48,13 +48,9 @@ def main() -> None:
     contexts = [index.context(index.top_k(q["question"], 3)) for q in asked]
     general = load_questions(GENERAL_KNOWLEDGE)[:args.general]
 
-    def merged(dtype):
-        model = load_model(base, adapter=str(adapter), dtype=dtype).merge_and_unload()
-        return model.requires_grad_(True)  # as load_tuned does: see its comment
-
     variants = [("fine-tuned fp32, adapter on top", lambda: load_model(base, adapter=str(adapter),
                                                                        dtype=torch.float32), True),
-                ("fine-tuned fp32, merged", lambda: merged(torch.float32), False),
+                ("fine-tuned fp32, merged", lambda: load_tuned(base, str(adapter), torch.float32)[0], False),
                 (f"fine-tuned {inference_dtype()}, load_tuned", lambda: load_tuned(base, str(adapter))[0], False)]
     rows, first = [], None
     for name, load, has_adapter in variants:

@@ -74,7 +74,7 @@ def main() -> None:
         if args.data:
             data = Path(args.data)
         else:
-            from bench.seeds_speed import quick_start_rows
+            from seeds_speed import quick_start_rows  # a script beside this one
             data = quick_start_rows(Path(tmp) / "data")
         config = training.TrainConfig(base_model=model, data_dir=str(data), output_dir=str(Path(tmp) / "run"),
                                       max_steps=args.warmup + args.steps, replay_ratio=0,

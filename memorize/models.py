@@ -96,15 +96,16 @@ def load_model(model_id: str, load_in_4bit: bool = False, adapter: str | None = 
     return model
 
 
-def load_tuned(model_id: str, adapter: str) -> tuple:
-    """(the fine-tuned model to answer with, whether the adapter was merged into it), in inference_dtype().
+def load_tuned(model_id: str, adapter: str, dtype: torch.dtype | None = None) -> tuple:
+    """(the fine-tuned model to answer with, whether the adapter was merged into it), in `dtype` (none:
+    inference_dtype()).
     On a GPU: the base with the LoRA adapter on top, switched off (`disable_adapter`) for the base's own
     answers, one copy of the weights. On a CPU the adapter is merged into its own copy of the weights (on top,
     its many small products made fp32 answers 14-24 % slower); the base's own answers then need the base
     loaded beside it."""
     if has_cuda():
-        return load_model(model_id, adapter=adapter), False
-    merged = load_model(model_id, adapter=adapter).merge_and_unload()
+        return load_model(model_id, adapter=adapter, dtype=dtype), False
+    merged = load_model(model_id, adapter=adapter, dtype=dtype).merge_and_unload()
     # peft froze these weights; frozen, torch multiplies the [batch, 1, hidden] last position by the
     # vocabulary head as a batched product that copies the head for every row (2.7x slower a token in bf16).
     merged.requires_grad_(True)
