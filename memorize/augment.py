@@ -26,9 +26,10 @@ from __future__ import annotations
 import hashlib
 import random
 import re
+from collections import Counter
 
 from memorize.spans import Span, find_spans
-from memorize.text import CLAUSE, COMMON_STARTERS, fact_sentences, in_document, looks_like_person
+from memorize.text import CLAUSE, COMMON_STARTERS, fact_sentences, in_document, looks_like_person, prose_names
 
 KINDS = ("passage", "span", "reverse", "cloze", "clause", "list", "steps", "table")
 AUGMENT_VERSION = 3  # part of the pairs' seed and of the cache key (as is the rules' source, tasks/augment.py)
@@ -160,7 +161,8 @@ class _Reader:
         self.heading: str | None = None
         self.header: list[str] | None = None
 
-    def blocks(self, text: str) -> list[_Block]:
+    def blocks(self, text: str, last: bool = False) -> list[_Block]:
+        """`last`: the source's last chunk, so steps that end it end their procedure."""
         out: list[_Block] = []
         for line in (raw.strip() for raw in text.splitlines()):
             if not line:
@@ -211,6 +213,8 @@ class _Reader:
                 block = _Block("prose", self.heading)
                 block.items.append(_clean(line))
                 out.append(block)
+        if last and out and out[-1].shape == "steps":
+            out[-1].closed = True
         return out
 
 
@@ -221,10 +225,11 @@ def check_kinds(kinds: list[str] | tuple[str, ...]) -> list[str]:
     return list(kinds)
 
 
-def _lower_header(text: str) -> str:
-    """A column header inside a sentence: "Half day" -> "half day"; "GPS", "Laser" as written."""
+def _lower_header(text: str, names: set[str]) -> str:
+    """A column header inside a sentence: "Half day" -> "half day"; "GPS", and a name of the documents' prose
+    ("Skellin single", where the prose says "the islands of Skellin and ..."), as written."""
     first = text.split(" ", 1)[0]
-    return text if first.isupper() and len(first) > 1 else text[0].lower() + text[1:]
+    return text if (first.isupper() and len(first) > 1) or first in names else text[0].lower() + text[1:]
 
 
 def _decap(text: str) -> str:
@@ -238,12 +243,45 @@ def _sentence(text: str) -> str:
     return text if text.endswith((".", "!", "?")) else text + "."
 
 
+# An imperative step read for what users ask of it: "When X, do Y" (what is done when X?), "Do Y by Z-ing" or "with
+# the Z" (how is Y done?), "Do Y to W" (how is W done? why is Y done?) and its object (what is done with it?).
+_TRIGGER = re.compile(r"^(?P<when>When|Once|If|As soon as|After|Before) (?P<cond>[^,]{3,80}), (?P<rest>\S.*)$")
+_MEANS = re.compile(r"^(?P<act>\S+ [^,;]+?) (?:(?:by|by means of) (?=\w+ing\b)|(?:with|using) (?=(?:the|a|an) ))")
+_PURPOSE = re.compile(r"^(?P<act>\S+ [^,;]+?),? (?:so as |in order )?to (?P<goal>[a-z]+ (?:the|a|an|anyone|everyone|"
+                      r"all|their|its|your)\b.*)$")
+_OBJECT = re.compile(r"^\S+ (?P<obj>(?:the|a|an|both)(?: [a-z][a-z-]*)+?)(?= (?:to|by|with|from|in|into|on|onto|at|for|"
+                     r"until|so|and|twice|again|back|down|up|forward|off|out|once|\w+ly|\w+wise)\b|[,;:]|$)")
+_NOT_ACTIONS = {"make", "check", "ensure", "be", "let", "see", "note", "remember", "keep", "do", "if", "when"}
+
+
+def _step_questions(step: str) -> list[str]:
+    """What users ask of an imperative step ("how do you release the wheel brake"), from its own words."""
+    text = step.rstrip(".")
+    if ". " in text:  # a step of two sentences is asked about by its first
+        text = text.split(". ", 1)[0]
+    asks = []
+    if m := _TRIGGER.match(text):
+        asks.append(f"what is done {m.group('when').lower()} {m.group('cond')}")
+        text = m.group("rest")
+    verb = text.split(" ", 1)[0]
+    if not verb.isalpha() or verb.lower() in _NOT_ACTIONS or verb.lower() in COMMON_STARTERS:
+        return asks
+    text = _decap(text)
+    if m := _MEANS.match(text):
+        asks.append(f"how do you {m.group('act')}")
+    if m := _PURPOSE.match(text):
+        asks += [f"how do you {m.group('goal')}", f"why do you {m.group('act')}"]
+    if m := _OBJECT.match(text):
+        asks.append(f"what is done with {m.group('obj')}")
+    return asks
+
+
 class _Pairs(_Writer):
     """The pairs of one block, by its shape; every block's sentences also get the prose pairs."""
 
-    def __init__(self, context: str, block: _Block):
+    def __init__(self, context: str, block: _Block, names: set[str]):
         super().__init__(context, f"{AUGMENT_VERSION}\0{block.shape}\0{block.items}\0{block.rows}")
-        self.context, self.block = context, block
+        self.context, self.block, self.names = context, block, names
         self.word = next((w for w in ("rule", "article", "section") if w in context.lower()), "clause")
 
     def prose(self, text: str, answer: str | None = None, passage: bool = True,
@@ -299,12 +337,21 @@ class _Pairs(_Writer):
         if name is None:
             return [p for item in b.items for p in self.prose(item, passage=False)]
         proc = f"the procedure \"{name}\" in {self.doc}"
+        # The procedure as users name it: "starting the mill", "the emergency stop".
+        task = _decap(name) if name.split(" ", 1)[0].endswith("ing") or name.lower().startswith("the ") \
+            else f"the {_decap(name)}"
         steps = [_sentence(s) for s in b.items]
+        asks = [_step_questions(s) for s in steps]
+        once = {a for a, n in Counter(a for ask in asks for a in ask).items() if n == 1}  # a question with one answer
         out = []
         for k, (n, step) in enumerate(zip(b.numbers, steps)):
             out.append(("steps", f"What is step {n} of {proc}?", step))
             if n == 1:
                 out.append(("steps", f"What is the first step of {proc}?", step))
+                out.append(("steps", f"What is the first step of {task}, according to {self.doc}?", step))
+            out += [("steps", f"In {proc}, {ask}?", step) for ask in asks[k] if ask in once]
+            out.append(("steps", f"In which procedure of {self.doc} is this a step: \"{step[:-1]}\"?",
+                        f"It is step {n} of \"{name}\"."))
             if k + 1 < len(steps):
                 nxt = steps[k + 1]
                 out.append(("steps", self.rng.choice([f"What comes after step {n} of {proc}?",
@@ -313,6 +360,7 @@ class _Pairs(_Writer):
             out += self.prose(b.items[k], answer=step, passage=False, item=True)
         if b.closed and b.numbers[:1] == [1]:
             out.append(("steps", f"What is the last step of {proc}?", steps[-1]))
+            out.append(("steps", f"What is the last step of {task}, according to {self.doc}?", steps[-1]))
             if len(steps) <= 12:
                 order = [f"{'First' if k == 0 else 'Finally' if k == len(steps) - 1 else 'Then'}, {_decap(s)}"
                          for k, s in enumerate(steps)]
@@ -321,7 +369,7 @@ class _Pairs(_Writer):
 
     def table(self) -> list[tuple[str, str, str]]:
         b = self.block
-        header = [_lower_header(h) if not _EMPTY_CELL.match(h) else "" for h in b.header]
+        header = [_lower_header(h, self.names) if not _EMPTY_CELL.match(h) else "" for h in b.header]
         where = f"the \"{b.heading}\" table of {self.doc}" if b.heading else f"the table of {self.doc}"
         entity = header[0] or "row"
         out = []
@@ -332,13 +380,19 @@ class _Pairs(_Writer):
             if cells:
                 out.append(("table", f"What does {where} give for {label}?",
                             _sentence(f"{label}: " + "; ".join(f"{h} {v}" for h, v in cells))))
-            for j, (h, v) in enumerate(cells):
+            for h, v in cells:
                 out.append(("table", f"In {where}, what is the {h} for {label}?", f"The {h} for {label} is {v}."))
                 # The same cell from the row's side, worded apart and without the table's name, as users ask.
                 out.append(("table", f"{self.prefix()}, what {h} is given for {label}?", f"For {label}, the {h} is {v}."))
                 column = [r[header.index(h)] for r in b.rows if len(r) == len(header)]
                 if column.count(v) == 1 and len(column) > 1:  # only a unique value names its row
                     out.append(("table", f"In {where}, which {entity} has a {h} of {v}?", f"{label} has a {h} of {v}."))
+        rows = [r for r in b.rows if len(r) == len(header) and not _EMPTY_CELL.match(r[0])]
+        for c, h in enumerate(header[1:], 1):  # each column whole, as each row is: every cell read a second way
+            cells = [(r[0], r[c]) for r in rows if not _EMPTY_CELL.match(r[c])]
+            if h and len(cells) > 1:
+                out.append(("table", f"In {where}, what is the {h} for each {entity}?",
+                            _sentence(f"{h[0].upper()}{h[1:]}: " + "; ".join(f"{label} {v}" for label, v in cells))))
         return out
 
     def pairs(self) -> list[tuple[str, str, str]]:
@@ -355,14 +409,18 @@ def augment_chunks(chunks: list[dict], context: str, kinds: list[str] | tuple[st
     header seen in a chunk applies to the following chunks of the same source. `heading` is the section a pair
     comes from, `clause` the number of its clause. Exact duplicates (chunk overlaps) are dropped."""
     check_kinds(kinds)
-    pairs, seen, reader, source = [], set(), _Reader(), None
+    names: dict[str | None, set[str]] = {}
     for chunk in chunks:
+        names.setdefault(chunk.get("source"), set()).update(prose_names(chunk["text"]))
+    pairs, seen, reader, source = [], set(), _Reader(), None
+    for i, chunk in enumerate(chunks):
         if chunk.get("source") != source:
             reader, source = _Reader(), chunk.get("source")
-        for block in reader.blocks(chunk["text"]):
+        last = i + 1 == len(chunks) or chunks[i + 1].get("source") != source
+        for block in reader.blocks(chunk["text"], last):
             where = {**({"heading": block.heading} if block.heading else {}),
                      **({"clause": block.label} if block.label else {})}
-            for kind, question, answer in _Pairs(context, block).pairs():
+            for kind, question, answer in _Pairs(context, block, names[source]).pairs():
                 if kind in kinds and (question, answer) not in seen:
                     seen.add((question, answer))
                     pairs.append({"question": question, "answer": answer, "kind": kind, "chunk_id": chunk["chunk_id"],

@@ -69,3 +69,17 @@ def in_document(context: str) -> str:
     if len(words) > 1 and words[1] == "of":
         return "the " + context[0].lower() + context[1:]
     return context
+
+
+def prose_names(text: str) -> set[str]:
+    """Words the documents' running text capitalises inside a sentence ("the islands of Skellin and Tollan Holm"):
+    names, to keep as written where a header or item is lower-cased. Headings and table rows are title case, so
+    they are not read."""
+    names = set()
+    for line in text.splitlines():
+        line = line.strip()
+        if line.startswith(("#", "|")):
+            continue
+        for m in re.finditer(r"(?<=[\w,;:)] )[A-Z][\w'’-]*", line):
+            names.add(m.group())
+    return names

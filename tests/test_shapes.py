@@ -75,17 +75,30 @@ def test_a_table_gives_one_fact_per_cell_with_its_headers(tmp_path):
                    "| Laser | 40 euros | 65 euros |\n| Wayfarer | 55 euros | 90 euros |\n| Topper | 25 euros | 40 euros |\n")
     _natural(pairs)
     table = [p for p in pairs if p["kind"] == "table"]
-    cells = [p for p in table if p["question"].startswith("In the") and "what is the" in p["question"]]
+    cells = [p for p in table if p["question"].startswith("In the") and "what is the" in p["question"]
+             and "for each" not in p["question"]]
     assert len(cells) == 6  # 3 rows x 2 columns
     assert {"question": 'In the "Hire prices" table of the rules of the Bramble Croquet League, what is the half day '
             "for Laser?", "answer": "The half day for Laser is 40 euros."} in [
         {"question": p["question"], "answer": p["answer"]} for p in cells]
     rows = [p for p in table if "give for" in p["question"]]
     assert [p["answer"] for p in rows][0] == "Laser: half day 40 euros; full day 65 euros."
+    columns = {p["question"]: p["answer"] for p in table if "for each boat" in p["question"]}
+    assert len(columns) == 2 and columns['In the "Hire prices" table of the rules of the Bramble Croquet League, what is '
+                                         'the half day for each boat?'] == "Half day: Laser 40 euros; Wayfarer 55 euros; Topper 25 euros."
     # a value asked back: only where it names one row ("40 euros" stands in two rows' cells, once per column)
     back = [p["question"] for p in table if "which boat has" in p["question"]]
     assert len(back) == 6 and any("which boat has a half day of 55 euros" in q for q in back)
     assert not [p for p in pairs if p["kind"] in ("span", "cloze") and "|" in p["question"]]
+
+
+def test_a_column_header_keeps_a_name_of_the_prose(tmp_path):
+    pairs = _pairs(tmp_path, "## Fares\n\nBoats sail to Skellin daily.\n\n| Ticket | Skellin single | Half day |\n"
+                   "|---|---|---|\n| Adult | 9.50 | 11.00 |\n")
+    questions = {p["question"] for p in pairs if p["kind"] == "table"}
+    assert 'In the "Fares" table of the rules of the Bramble Croquet League, what is the Skellin single for Adult?' \
+        in questions
+    assert 'In the "Fares" table of the rules of the Bramble Croquet League, what is the half day for Adult?' in questions
 
 
 def test_a_table_split_across_chunks_keeps_its_header(tmp_path):
@@ -95,7 +108,7 @@ def test_a_table_split_across_chunks_keeps_its_header(tmp_path):
     chunks = [c.to_dict() for c in chunk_document(extract(path), max_tokens=200, overlap=20)]
     assert len(chunks) > 2
     pairs = augment_chunks(chunks, CONTEXT)
-    cells = {p["question"] for p in pairs if "what is the price for" in p["question"]}
+    cells = {p["question"] for p in pairs if "what is the price for Item" in p["question"]}
     assert len(cells) == 120  # every row, with the header read in the first chunk
 
 
@@ -113,9 +126,31 @@ def test_numbered_steps_in_order(tmp_path):
     assert steps[f"What are the steps of {proc}, in order?"] == (
         "First, open the sluice gate by turning the red wheel three times. Then, wait 10 minutes for the wheel pit "
         "to fill. Finally, release the brake lever.")
-    assert Counter(p["kind"] for p in pairs)["steps"] == 10
+    # the procedure as users name it, and each step by what it is for and how it is done
+    assert steps["What is the first step of starting the mill, according to the rules of the Bramble Croquet League?"] \
+        == "Open the sluice gate by turning the red wheel three times."
+    assert steps[f"In {proc}, how do you open the sluice gate?"] == steps[f"What is step 1 of {proc}?"]
+    assert steps[f"In {proc}, what is done with the brake lever?"] == "Release the brake lever."
+    assert steps['In which procedure of the rules of the Bramble Croquet League is this a step: "Release the brake '
+                 'lever"?'] == 'It is step 3 of "Starting the mill".'
+    assert Counter(p["kind"] for p in pairs)["steps"] == 18
     # an imperative's first word is not a name to ask about
     assert not [p for p in pairs if p["kind"] == "reverse" and re.search(r"\b(Open|Wait|Release)\b", p["question"])]
+
+
+def test_what_users_ask_of_a_step():
+    from memorize.augment import _step_questions
+    assert _step_questions("When the wheel reaches 8 revolutions per minute, engage the stones by pushing the blue "
+                           "lever forward.") == ["what is done when the wheel reaches 8 revolutions per minute",
+                                                 "how do you engage the stones", "what is done with the stones"]
+    assert _step_questions("Pull the red lever down to apply the wheel brake.") == [
+        "how do you apply the wheel brake", "why do you pull the red lever down", "what is done with the red lever"]
+    assert _step_questions("Open the mill-race sluice with the yellow handwheel, a quarter turn at a time.") == [
+        "how do you open the mill-race sluice", "what is done with the mill-race sluice"]
+    # "to" before a place is not a purpose; a person is not an object to do something with; a check has no action
+    assert _step_questions("Return the brass key to hook 3.") == ["what is done with the brass key"]
+    assert _step_questions("Tell the Head Miller at once.") == []
+    assert _step_questions("Make sure the gate is shut.") == []
 
 
 def test_a_spreadsheet_sheet_is_a_table(tmp_path):
@@ -130,4 +165,4 @@ def test_a_spreadsheet_sheet_is_a_table(tmp_path):
         "The return for Child is 12 euros."
     assert [a for q, a in facts.items() if q.endswith(", what return is given for Child?")] == [
         "For Child, the return is 12 euros."]  # the same cell from the row's side, without the table's name
-    assert len(facts) == 2 + 4 + 4 + 4  # a row each, a cell each (two ways), each unique value asked back
+    assert len(facts) == 2 + 4 + 4 + 4 + 2  # a row each, a cell each (two ways), each unique value asked back, a column each
