@@ -397,7 +397,9 @@ def main(argv: list[str] | None = None) -> int:
                 return _recorded(args)
         return args.func(args)
     except ValidationError as exc:  # a setting out of range, an unknown style or augmentation kind
-        flags = {n: option(f, n) for model, _ in SECTIONS.values() for n, f in model.model_fields.items()}
+        # The flag of the section that failed: `seed`, `batch_size` and `hub_repo` are fields of two sections.
+        model = next((m for m, _ in SECTIONS.values() if m.__name__ == exc.title), None)
+        flags = {n: option(f, n) for n, f in (model.model_fields.items() if model else ())}
         for e in exc.errors():
             name = str(e["loc"][0]) if e["loc"] else ""  # none: settings that conflict (full with merge)
             flag = f"{flags.get(name, '--' + name.replace('_', '-'))}: " if name else ""

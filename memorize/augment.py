@@ -14,8 +14,11 @@ reversal curse: entity-first questions with names intact). Kinds:
 - `cloze`: the sentence with its span blanked out;
 - `clause`: a numbered clause ("5.2 ...") asked for by its number ("What does rule 5.2 of ... say?");
 - `list`: a list with its lead-in ("What does ... list under ...?"), and each "term: description" item;
-- `steps`: numbered steps in order ("What is the first step of ...?", "What comes after step 3 ...?");
-- `table`: one fact per cell with its row and column headers, each row whole, and a unique value asked back.
+- `steps`: numbered steps in order ("What is the first step of starting the mill ...?", "What comes after
+  step 3 ...?"), each step as users ask of it ("how do you release the brake?", "why do you ring the bell?",
+  "what is done when the wheel reaches 8 revolutions?") and which procedure it belongs to;
+- `table`: one fact per cell with its row and column headers (from both sides), each row and each column
+  whole, and a unique value asked back.
 
 Answers are the document's own sentences: exact, and self-contained once the question names the
 document (the `context`). Clause numbers, list markers and step numbers are structure: they are taken off
@@ -386,7 +389,8 @@ class _Pairs(_Writer):
                 out.append(("table", f"{self.prefix()}, what {h} is given for {label}?", f"For {label}, the {h} is {v}."))
                 column = [r[header.index(h)] for r in b.rows if len(r) == len(header)]
                 if column.count(v) == 1 and len(column) > 1:  # only a unique value names its row
-                    out.append(("table", f"In {where}, which {entity} has a {h} of {v}?", f"{label} has a {h} of {v}."))
+                    a = "an" if h[:1].lower() in "aeiou" else "a"
+                    out.append(("table", f"In {where}, which {entity} has {a} {h} of {v}?", f"{label} has {a} {h} of {v}."))
         rows = [r for r in b.rows if len(r) == len(header) and not _EMPTY_CELL.match(r[0])]
         for c, h in enumerate(header[1:], 1):  # each column whole, as each row is: every cell read a second way
             cells = [(r[0], r[c]) for r in rows if not _EMPTY_CELL.match(r[c])]

@@ -176,6 +176,13 @@ def test_an_unknown_scheduler_is_refused_before_generation(doc, tmp_path, capsys
     assert line.startswith("error: --lr-scheduler: 'cosin' is not a learning-rate schedule") and "cosine" in line
 
 
+@pytest.mark.parametrize("command, flag", [("train", "--batch-size"), ("eval", "--eval-batch-size")])
+def test_a_bad_setting_names_its_own_flag(tmp_path, capsys, command, flag):
+    # batch_size is a field of the training and the evaluation settings, each with its own flag
+    assert main([command, str(tmp_path), "--out", str(tmp_path / "o"), flag, "0"]) == 2
+    assert one_error(capsys).startswith(f"error: {flag}: Input should be greater than or equal to 1")
+
+
 def test_a_folder_without_train_jsonl_and_a_serve_folder_without_a_model(tmp_path, capsys):
     assert main(["train", str(tmp_path), "--out", str(tmp_path / "model")]) == 2
     assert one_error(capsys) == (f"error: {tmp_path}: no train.jsonl; pass the output folder of `memorize dataset` "
