@@ -123,7 +123,8 @@ class EvidenceIndex:
     def _share(self, terms: set[str], i: int) -> float:
         """The share of the terms' weight (IDF) that sentence i holds."""
         weight = {t: self._idf.get(t, self._absent) for t in terms}
-        return sum(weight[t] for t in terms & self._terms[i]) / sum(weight.values()) if terms else 0.0
+        # fsum is exact, so the share (and a tie between sentences) does not hang on the set's order (PYTHONHASHSEED)
+        return math.fsum(weight[t] for t in terms & self._terms[i]) / math.fsum(weight.values()) if terms else 0.0
 
 
 def evidence_line(evidence: dict | None) -> str:
