@@ -164,8 +164,8 @@ class _Reader:
         self.heading: str | None = None
         self.header: list[str] | None = None
 
-    def blocks(self, text: str, last: bool = False) -> list[_Block]:
-        """`last`: the source's last chunk, so steps that end it end their procedure."""
+    def blocks(self, text: str, final: bool = False) -> list[_Block]:
+        """`final`: the source's last chunk, so steps that end it end their procedure."""
         out: list[_Block] = []
         for line in (raw.strip() for raw in text.splitlines()):
             if not line:
@@ -216,7 +216,7 @@ class _Reader:
                 block = _Block("prose", self.heading)
                 block.items.append(_clean(line))
                 out.append(block)
-        if last and out and out[-1].shape == "steps":
+        if final and out and out[-1].shape == "steps":
             out[-1].closed = True
         return out
 
@@ -250,10 +250,13 @@ def _sentence(text: str) -> str:
 # the Z" (how is Y done?), "Do Y to W" (how is W done? why is Y done?) and its object (what is done with it?).
 _TRIGGER = re.compile(r"^(?P<when>When|Once|If|As soon as|After|Before) (?P<cond>[^,]{3,80}), (?P<rest>\S.*)$")
 _MEANS = re.compile(r"^(?P<act>\S+ [^,;]+?) (?:(?:by|by means of) (?=\w+ing\b)|(?:with|using) (?=(?:the|a|an) ))")
-_PURPOSE = re.compile(r"^(?P<act>\S+ [^,;]+?),? (?:so as |in order )?to (?P<goal>[a-z]+ (?:the|a|an|anyone|everyone|"
-                      r"all|their|its|your)\b.*)$")
+_PURPOSE = re.compile(r"^(?!(?:ask|tell|help|allow|remind|instruct|get|want|need|expect|invite|advise|warn|let)\b)"
+                      r"(?P<act>\S+ [^,;]+?),? (?:so as |in order )?to (?P<goal>[a-z]+ (?:the|a|an|anyone|everyone|all|"
+                      r"their|its|your)\b[^,;]*?)(?=[,;]| then | and |$)")
 _OBJECT = re.compile(r"^\S+ (?P<obj>(?:the|a|an|both)(?: [a-z][a-z-]*)+?)(?= (?:to|by|with|from|in|into|on|onto|at|for|"
-                     r"until|so|and|twice|again|back|down|up|forward|off|out|once|\w+ly|\w+wise)\b|[,;:]|$)")
+                     r"until|so|and|or|then|twice|again|back|down|up|forward|off|out|over|away|once|you|that|which|who|"
+                     r"it|them|fully|firmly|gently|slowly|carefully|completely|quickly|tightly|securely|clockwise|"
+                     r"anticlockwise|counterclockwise)\b|[,;:]|$)")
 _NOT_ACTIONS = {"make", "check", "ensure", "be", "let", "see", "note", "remember", "keep", "do", "if", "when"}
 
 
@@ -266,8 +269,10 @@ def _step_questions(step: str) -> list[str]:
     if m := _TRIGGER.match(text):
         asks.append(f"what is done {m.group('when').lower()} {m.group('cond')}")
         text = m.group("rest")
-    verb = text.split(" ", 1)[0]
-    if not verb.isalpha() or verb.lower() in _NOT_ACTIONS or verb.lower() in COMMON_STARTERS:
+    words = text.split()
+    if not words[0].isalpha() or words[0].lower() in _NOT_ACTIONS or words[0].lower() in COMMON_STARTERS:
+        return asks
+    if len(words) > 2 and words[1].endswith("s") and words[2] in ("the", "a", "an"):  # "Operator opens the valve"
         return asks
     text = _decap(text)
     if m := _MEANS.match(text):
@@ -340,9 +345,9 @@ class _Pairs(_Writer):
         if name is None:
             return [p for item in b.items for p in self.prose(item, passage=False)]
         proc = f"the procedure \"{name}\" in {self.doc}"
-        # The procedure as users name it: "starting the mill", "the emergency stop".
-        task = _decap(name) if name.split(" ", 1)[0].endswith("ing") or name.lower().startswith("the ") \
-            else f"the {_decap(name)}"
+        # The procedure as users name it, where its heading is a task ("Starting the mill", "The morning check"):
+        # "What is the first step of starting the mill?"
+        task = _decap(name) if re.match(r"^(?:[A-Z][a-z]+ing|The) \w", name) else None
         steps = [_sentence(s) for s in b.items]
         asks = [_step_questions(s) for s in steps]
         once = {a for a, n in Counter(a for ask in asks for a in ask).items() if n == 1}  # a question with one answer
@@ -351,7 +356,8 @@ class _Pairs(_Writer):
             out.append(("steps", f"What is step {n} of {proc}?", step))
             if n == 1:
                 out.append(("steps", f"What is the first step of {proc}?", step))
-                out.append(("steps", f"What is the first step of {task}, according to {self.doc}?", step))
+                if task:
+                    out.append(("steps", f"What is the first step of {task}, according to {self.doc}?", step))
             out += [("steps", f"In {proc}, {ask}?", step) for ask in asks[k] if ask in once]
             out.append(("steps", f"In which procedure of {self.doc} is this a step: \"{step[:-1]}\"?",
                         f"It is step {n} of \"{name}\"."))
@@ -361,10 +367,11 @@ class _Pairs(_Writer):
                                                       f"In {proc}, what is done after \"{step[:-1]}\"?"]), nxt))
                 out.append(("steps", f"In {proc}, what is done just before \"{nxt[:-1]}\"?", step))
             out += self.prose(b.items[k], answer=step, passage=False, item=True)
-        if b.closed and b.numbers[:1] == [1]:
+        if b.closed:  # the last step is known even where a chunk boundary cut the procedure's start off
             out.append(("steps", f"What is the last step of {proc}?", steps[-1]))
-            out.append(("steps", f"What is the last step of {task}, according to {self.doc}?", steps[-1]))
-            if len(steps) <= 12:
+            if task:
+                out.append(("steps", f"What is the last step of {task}, according to {self.doc}?", steps[-1]))
+            if b.numbers[:1] == [1] and len(steps) <= 12:
                 order = [f"{'First' if k == 0 else 'Finally' if k == len(steps) - 1 else 'Then'}, {_decap(s)}"
                          for k, s in enumerate(steps)]
                 out.append(("steps", f"What are the steps of {proc}, in order?", " ".join(order)))
@@ -394,9 +401,9 @@ class _Pairs(_Writer):
         rows = [r for r in b.rows if len(r) == len(header) and not _EMPTY_CELL.match(r[0])]
         for c, h in enumerate(header[1:], 1):  # each column whole, as each row is: every cell read a second way
             cells = [(r[0], r[c]) for r in rows if not _EMPTY_CELL.match(r[c])]
-            if h and len(cells) > 1:
+            if h and header.count(h) == 1 and 1 < len(cells) <= 12:  # a longer column is no answer anyone asks for
                 out.append(("table", f"In {where}, what is the {h} for each {entity}?",
-                            _sentence(f"{h[0].upper()}{h[1:]}: " + "; ".join(f"{label} {v}" for label, v in cells))))
+                            _sentence(f"For each {entity}, the {h} is: " + "; ".join(f"{label}, {v}" for label, v in cells))))
         return out
 
     def pairs(self) -> list[tuple[str, str, str]]:
@@ -420,8 +427,8 @@ def augment_chunks(chunks: list[dict], context: str, kinds: list[str] | tuple[st
     for i, chunk in enumerate(chunks):
         if chunk.get("source") != source:
             reader, source = _Reader(), chunk.get("source")
-        last = i + 1 == len(chunks) or chunks[i + 1].get("source") != source
-        for block in reader.blocks(chunk["text"], last):
+        final = i + 1 == len(chunks) or chunks[i + 1].get("source") != source
+        for block in reader.blocks(chunk["text"], final):
             where = {**({"heading": block.heading} if block.heading else {}),
                      **({"clause": block.label} if block.label else {})}
             for kind, question, answer in _Pairs(context, block, names[source]).pairs():
@@ -429,4 +436,15 @@ def augment_chunks(chunks: list[dict], context: str, kinds: list[str] | tuple[st
                     seen.add((question, answer))
                     pairs.append({"question": question, "answer": answer, "kind": kind, "chunk_id": chunk["chunk_id"],
                                   **where})
-    return pairs
+    # A step or table question has one answer. A chunk boundary can cut a step after one of its sentences: the
+    # whole step is kept. Two answers otherwise (a step written twice, a column cut in two) teach neither. (A prose
+    # question may have several: "What is said of X?" is answered by each sentence about X.)
+    answers: dict[str, list[str]] = {}
+    for p in pairs:
+        if p["kind"] in ("steps", "table"):
+            answers.setdefault(p["question"], []).append(p["answer"])
+    keep = {}
+    for question, found in answers.items():
+        whole = max(found, key=len)
+        keep[question] = whole if all(whole.startswith(a.rstrip(".")) for a in found) else None
+    return [p for p in pairs if p["question"] not in keep or keep[p["question"]] == p["answer"]]

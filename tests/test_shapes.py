@@ -85,7 +85,8 @@ def test_a_table_gives_one_fact_per_cell_with_its_headers(tmp_path):
     assert [p["answer"] for p in rows][0] == "Laser: half day 40 euros; full day 65 euros."
     columns = {p["question"]: p["answer"] for p in table if "for each boat" in p["question"]}
     assert len(columns) == 2 and columns['In the "Hire prices" table of the rules of the Bramble Croquet League, what is '
-                                         'the half day for each boat?'] == "Half day: Laser 40 euros; Wayfarer 55 euros; Topper 25 euros."
+                                         'the half day for each boat?'] == \
+        "For each boat, the half day is: Laser, 40 euros; Wayfarer, 55 euros; Topper, 25 euros."
     # a value asked back: only where it names one row ("40 euros" stands in two rows' cells, once per column)
     back = [p["question"] for p in table if "which boat has" in p["question"]]
     assert len(back) == 6 and any("which boat has a half day of 55 euros" in q for q in back)
@@ -138,6 +139,23 @@ def test_numbered_steps_in_order(tmp_path):
     assert not [p for p in pairs if p["kind"] == "reverse" and re.search(r"\b(Open|Wait|Release)\b", p["question"])]
 
 
+def test_a_procedure_cut_by_a_chunk_boundary_and_a_step_written_twice(tmp_path):
+    chunks = [{"chunk_id": "d#0", "source": "d", "text": "## Starting the mill\n\n1. Ring the bell.\n2. Open the gate.\n"},
+              {"chunk_id": "d#1", "source": "d", "text": "3. Release the brake lever.\n\n## Stopping the mill\n\n"
+                                                        "1. Ring the bell.\n2. Apply the brake lever.\n"}]
+    steps = {}
+    for p in augment_chunks(chunks, CONTEXT):
+        assert steps.setdefault(p["question"], p["answer"]) == p["answer"]  # no step question with two answers
+    start = 'the procedure "Starting the mill" in the rules of the Bramble Croquet League'
+    stop = start.replace("Starting", "Stopping")
+    assert f"What is the last step of {start}?" not in steps  # the first chunk does not know its last step
+    assert steps[f"What is the last step of {stop}?"] == "Apply the brake lever."  # the source's end ends it
+    assert steps[f"What is step 3 of {start}?"] == "Release the brake lever."
+    # "Ring the bell." is a step of both procedures: which one it belongs to has two answers, so it is not asked
+    assert not [q for q in steps if q.startswith("In which procedure") and '"Ring the bell"' in q]
+    assert [q for q in steps if q.startswith("In which procedure") and '"Open the gate"' in q]
+
+
 def test_what_users_ask_of_a_step():
     from memorize.augment import _step_questions
     assert _step_questions("When the wheel reaches 8 revolutions per minute, engage the stones by pushing the blue "
@@ -151,6 +169,11 @@ def test_what_users_ask_of_a_step():
     assert _step_questions("Return the brass key to hook 3.") == ["what is done with the brass key"]
     assert _step_questions("Tell the Head Miller at once.") == []
     assert _step_questions("Make sure the gate is shut.") == []
+    # "tell X to": what X does, not why; a goal ends at a clause break; a third-person step is not an imperative
+    assert _step_questions("Tell the user to restart the app.") == ["what is done with the user"]
+    assert _step_questions("Open the valve to fill the tank, then close it.")[:2] == ["how do you fill the tank",
+                                                                                    "why do you open the valve"]
+    assert _step_questions("Operator opens the valve by turning the handle.") == []
 
 
 def test_a_spreadsheet_sheet_is_a_table(tmp_path):
