@@ -249,12 +249,15 @@ def _check_inputs(args: argparse.Namespace) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    # No abbreviated flags: `train --seed 3` would silently mean --seeds 3 (three trainings).
     parser = argparse.ArgumentParser(prog="memorize", description="Make an open LLM memorize your documents.",
-                                     epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+                                     epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     allow_abbrev=False)
     sub = parser.add_subparsers(dest="command", required=True)
 
     def command(name: str, summary: str) -> argparse.ArgumentParser:
-        return sub.add_parser(name, help=summary, epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+        return sub.add_parser(name, help=summary, epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
+                              allow_abbrev=False)
 
     p = command("dataset", "documents -> synthetic QA chat dataset (flow build-dataset)")
     _add_paths(p, "output folder", documents=True)
@@ -292,7 +295,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_run)
 
     def model_parser(name: str, summary: str, details: str) -> argparse.ArgumentParser:
-        p = sub.add_parser(name, help=summary, description=f"{summary[0].upper()}{summary[1:]}. {details} MODEL_DIR "
+        p = sub.add_parser(name, help=summary, allow_abbrev=False,
+                           description=f"{summary[0].upper()}{summary[1:]}. {details} MODEL_DIR "
                            "is the output folder of `memorize train` (or `run`'s model/ folder), its adapter/ or a "
                            "merged/ model; an adapter's base model is read from its config.")
         p.add_argument("model_dir", help="output folder of `memorize train`, an adapter folder or a merged model")

@@ -172,7 +172,7 @@ def parse_args(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.Nam
     cannot be used."""
     by_name = commands(parser)
     configurable = {name: p for name, p in by_name.items() if p in _SECTIONS_OF}
-    pre = argparse.ArgumentParser(add_help=False)
+    pre = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
     pre.add_argument("--config")
     config = pre.parse_known_args(argv)[0].config
     command = next((a for a in argv if a in by_name), None)

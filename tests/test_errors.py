@@ -183,6 +183,13 @@ def test_a_bad_setting_names_its_own_flag(tmp_path, capsys, command, flag):
     assert one_error(capsys).startswith(f"error: {flag}: Input should be greater than or equal to 1")
 
 
+def test_a_flag_is_never_guessed_from_its_start(tmp_path, capsys):
+    # `--seed` is not a flag of train: it must not be read as --seeds (three trainings instead of one)
+    with pytest.raises(SystemExit):
+        main(["train", str(tmp_path), "--out", str(tmp_path / "o"), "--seed", "3"])
+    assert "unrecognized arguments: --seed" in capsys.readouterr().err
+
+
 def test_a_folder_without_train_jsonl_and_a_serve_folder_without_a_model(tmp_path, capsys):
     assert main(["train", str(tmp_path), "--out", str(tmp_path / "model")]) == 2
     assert one_error(capsys) == (f"error: {tmp_path}: no train.jsonl; pass the output folder of `memorize dataset` "
