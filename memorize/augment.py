@@ -270,7 +270,7 @@ def _step_questions(step: str) -> list[str]:
         asks.append(f"what is done {m.group('when').lower()} {m.group('cond')}")
         text = m.group("rest")
     words = text.split()
-    if not words[0].isalpha() or words[0].lower() in _NOT_ACTIONS or words[0].lower() in COMMON_STARTERS:
+    if not words or not words[0].isalpha() or words[0].lower() in _NOT_ACTIONS or words[0].lower() in COMMON_STARTERS:
         return asks
     if len(words) > 2 and words[1].endswith("s") and words[2] in ("the", "a", "an"):  # "Operator opens the valve"
         return asks

@@ -174,6 +174,7 @@ def test_what_users_ask_of_a_step():
     assert _step_questions("Open the valve to fill the tank, then close it.")[:2] == ["how do you fill the tank",
                                                                                     "why do you open the valve"]
     assert _step_questions("Operator opens the valve by turning the handle.") == []
+    assert _step_questions(".") == []  # a step whose markup left no words
 
 
 def test_a_spreadsheet_sheet_is_a_table(tmp_path):
