@@ -382,10 +382,11 @@ class _Pairs(_Writer):
         header = [_lower_header(h, self.names) if not _EMPTY_CELL.match(h) else "" for h in b.header]
         where = f"the \"{b.heading}\" table of {self.doc}" if b.heading else f"the table of {self.doc}"
         entity = header[0] or "row"
+        whole = [r for r in b.rows if len(r) == len(header)]
+        columns = [[r[c] for r in whole] for c in range(len(header))]  # a value unique in its column names its row
+        rows = [r for r in whole if not _EMPTY_CELL.match(r[0])]
         out = []
-        for row in b.rows:
-            if len(row) != len(header) or _EMPTY_CELL.match(row[0]):
-                continue
+        for row in rows:
             label, cells = row[0], [(h, v) for h, v in zip(header[1:], row[1:]) if h and not _EMPTY_CELL.match(v)]
             if cells:
                 out.append(("table", f"What does {where} give for {label}?",
@@ -394,11 +395,10 @@ class _Pairs(_Writer):
                 out.append(("table", f"In {where}, what is the {h} for {label}?", f"The {h} for {label} is {v}."))
                 # The same cell from the row's side, worded apart and without the table's name, as users ask.
                 out.append(("table", f"{self.prefix()}, what {h} is given for {label}?", f"For {label}, the {h} is {v}."))
-                column = [r[header.index(h)] for r in b.rows if len(r) == len(header)]
-                if column.count(v) == 1 and len(column) > 1:  # only a unique value names its row
+                column = columns[header.index(h)]
+                if column.count(v) == 1 and len(column) > 1:
                     a = "an" if h[:1].lower() in "aeiou" else "a"
                     out.append(("table", f"In {where}, which {entity} has {a} {h} of {v}?", f"{label} has {a} {h} of {v}."))
-        rows = [r for r in b.rows if len(r) == len(header) and not _EMPTY_CELL.match(r[0])]
         for c, h in enumerate(header[1:], 1):  # each column whole, as each row is: every cell read a second way
             cells = [(r[0], r[c]) for r in rows if not _EMPTY_CELL.match(r[c])]
             if h and header.count(h) == 1 and 1 < len(cells) <= 12:  # a longer column is no answer anyone asks for
